@@ -1,0 +1,187 @@
+"""Worker process mechanics in the boss process: start a worker process, give it a
+task, read its outcome, retire it, stop them all. Knows pipes, pidfds and signals;
+knows nothing of schedulers or error policy.
+
+Each worker process has two pipes of its own (tasks in, outcomes out) and a pidfd,
+which becomes readable the instant the process ends: that is its sentinel. Pipes per
+process, rather than one shared queue, mean a worker killed in the middle of a write
+can corrupt nothing but its own pipe, and no lock can be left held by a dead process.
+
+Start methods: 'fork' (default) forks from the boss, which is small and
+single-threaded, so forking is safe and takes well under a millisecond; 'spawn'
+starts a fresh interpreter (``python -m taskfarm.worker_process``) for code that must
+not inherit anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+from . import protocol, worker_process
+from .processes import ExitInfo, die_with_parent, reap, terminate
+from .protocol import Outcome, RunTask
+
+START_METHODS = ("fork", "spawn")
+
+
+class WorkerProcess:
+    """The boss's handle on one worker process."""
+
+    __slots__ = ("classes", "commons", "pid", "pidfd", "result_conn", "task", "task_conn",
+                 "isolated")
+
+    def __init__(self, pid: int, pidfd: int, task_conn: Connection, result_conn: Connection,
+                 isolated: bool) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.task_conn: Connection | None = task_conn
+        self.result_conn: Connection | None = result_conn
+        self.isolated = isolated
+        self.classes: set[int] = set()     # Worker classes this process holds
+        self.commons: set[int] = set()     # common-instruction batches it holds
+        self.task = None                   # the Task it runs, if any
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess pid={self.pid} task={getattr(self.task, 'tid', None)}>"
+
+
+class Pool:
+    """The boss's worker processes: the idle ones wait for work in ``idle``."""
+
+    def __init__(self, start_method: str = "fork") -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
+        self.start_method = start_method
+        self.procs: dict[int, WorkerProcess] = {}   # pid -> process
+        self.idle: list[WorkerProcess] = []
+
+    def spawn(self, isolated: bool) -> WorkerProcess:
+        """Start one worker process, waiting for its first task."""
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        try:
+            if self.start_method == "fork":
+                pid = _fork(task_r, result_w)
+            else:
+                pid = _spawn(task_r, result_w)
+        finally:
+            os.close(task_r)
+            os.close(result_w)
+        proc = WorkerProcess(pid, os.pidfd_open(pid), Connection(task_w, readable=False),
+                             Connection(result_r, writable=False), isolated)
+        self.procs[pid] = proc
+        return proc
+
+    def take_idle(self, isolated: bool) -> WorkerProcess:
+        """An idle pool process, or a new one (always new for an isolated task)."""
+        if not isolated and self.idle:
+            return self.idle.pop()
+        return self.spawn(isolated)
+
+    def dispatch(self, proc: WorkerProcess, msg: RunTask) -> bool:
+        """Send a task; False when the process is already gone (its sentinel will say how)."""
+        try:
+            protocol.send(proc.task_conn, msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            return False
+        proc.classes.add(msg.class_key)
+        proc.commons.add(msg.batch_id)
+        proc.commons.difference_update(msg.forget)
+        return True
+
+    def receive(self, proc: WorkerProcess) -> Outcome | None:
+        """One outcome from a process whose result pipe is readable; None at EOF."""
+        try:
+            return protocol.recv(proc.result_conn)
+        except (EOFError, OSError):
+            return None
+
+    def drain(self, proc: WorkerProcess) -> Outcome | None:
+        """An outcome the process wrote before it ended, if any."""
+        conn = proc.result_conn
+        try:
+            if conn is not None and conn.poll(0):
+                return protocol.recv(conn)
+        except (EOFError, OSError):
+            pass
+        return None
+
+    def release(self, proc: WorkerProcess) -> None:
+        """Ask a process to exit once it is idle: it sees EOF on its task pipe."""
+        if proc in self.idle:
+            self.idle.remove(proc)
+        if proc.task_conn is not None:
+            proc.task_conn.close()
+            proc.task_conn = None
+
+    def forget(self, proc: WorkerProcess) -> ExitInfo:
+        """A process whose sentinel fired: reap it and close its descriptors."""
+        info = reap(proc.pid)
+        self.discard(proc)
+        return info or ExitInfo(None, None)
+
+    def discard(self, proc: WorkerProcess) -> None:
+        """Close the descriptors of a process already reaped and drop it."""
+        self.procs.pop(proc.pid, None)
+        if proc in self.idle:
+            self.idle.remove(proc)
+        for conn in (proc.task_conn, proc.result_conn):
+            if conn is not None:
+                conn.close()
+        proc.task_conn = proc.result_conn = None
+        os.close(proc.pidfd)
+
+    def stop(self, procs: list[WorkerProcess]) -> dict[int, ExitInfo]:
+        """Terminate the given processes (SIGTERM, grace, SIGKILL) and reap them."""
+        return terminate([(p.pid, p.pidfd) for p in procs])
+
+
+def _fork(task_r: int, result_w: int) -> int:
+    # Anything buffered now would be written twice, once by each process.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _close_all_but(task_r, result_w)
+        die_with_parent()
+        worker_process.serve(Connection(task_r, writable=False),
+                             Connection(result_w, readable=False))
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+        os._exit(code)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every descriptor above stderr except ``keep``: a worker must hold no end
+    of the boss's pipes, or the main program would never see them close."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _spawn(task_r: int, result_w: int) -> int:
+    os.set_inheritable(task_r, True)
+    os.set_inheritable(result_w, True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    argv = [sys.executable, "-m", "taskfarm.worker_process", str(task_r), str(result_w),
+            str(os.getpid())]
+    return os.posix_spawn(sys.executable, argv, env)

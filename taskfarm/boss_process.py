@@ -1,0 +1,365 @@
+"""The boss process: the event loop between the main program and the workers. Runs
+in the boss subprocess only (``python -m taskfarm.boss_process``).
+
+::
+
+      main program                    boss process                    worker processes
+    ┌──────────────┐  control pipe  ┌────────────────┐  task pipe   ┌──────────────┐
+    │ Boss handle  │ ─────────────> │   BossLoop     │ ───────────> │ serve()      │
+    │ (main_handle)│                │  TaskBook      │              │ Worker.task  │
+    │ receiver     │ <───────────── │  Pool          │ <─────────── │              │
+    │ thread       │  report pipe   │  Scheduler     │ result pipe  └──────────────┘
+    └──────────────┘                └────────────────┘   + pidfd (sentinel)
+
+*Main program.* Checks and matches instruction sets, sends them and control signals
+down the control pipe; a receiver thread turns the outcomes streaming up the report
+pipe into TaskReports.
+
+*Boss.* Blocks in one ``poll()`` over the control pipe, the main program's pidfd, and
+every worker's result pipe and pidfd: no fixed polling interval, so a finished task
+or a dead worker is handled the moment it happens. After each wake-up it asks the
+scheduler what to launch, gives tasks to idle workers, and flushes the outcomes made
+so far to the main program in one message.
+
+*Workers.* Run task after task (pool mode) or one task each (isolated mode), and send
+one outcome per task. A worker that dies without one is seen through its pidfd; its
+task ends 'killed' with the signal or exit code named, and its slot is refilled.
+
+The boss dies with the main program: its control pipe reaches EOF and the main
+program's pidfd becomes readable, whichever comes first; it then stops every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from . import protocol
+from .boss_pool import Pool, WorkerProcess
+from .boss_tasks import Task, TaskBook, TaskState
+from .protocol import (
+    AddTasks,
+    Configure,
+    Control,
+    Goodbye,
+    Outcome,
+    Outcomes,
+    RunTask,
+    Signal,
+    Snapshot,
+    WorkerClassSpec,
+)
+
+_READ = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+class _ParentGone(Exception):
+    """The main program is gone: stop everything, say nothing."""
+
+
+class BossLoop:
+    """The boss's state and its event loop; see the module docstring."""
+
+    def __init__(self, control: Connection, reports: Connection, parent_fd: int,
+                 config: Configure) -> None:
+        self.control = control
+        self.reports = reports
+        self.parent_fd = parent_fd
+        self.config = config
+        self.scheduler = pickle.loads(config.scheduler_blob)
+        self.fail_fast = config.on_error == "raise"
+        self.book = TaskBook()
+        self.pool = Pool(config.start_method)
+        self.classes: dict[int, WorkerClassSpec] = {}
+        self.commons: dict[int, list[Any]] = {}      # batch -> [blob, tasks not ended]
+        self.halted = True
+        self.ending = False       # END: exit once everything has ended
+        self.stopping = False     # STOP: launch nothing more, exit once running ones end
+        self.result: tuple[str, str] | None = None   # (report status, reason) once decided
+        self.outbox: list[Outcome] = []
+        self.poller = select.poll()
+        self.handlers: dict[int, Any] = {}
+        self.fd_owner: dict[int, WorkerProcess] = {}   # result fd / pidfd -> its process
+        self._watch(control.fileno(), self._on_control)
+        self._watch(parent_fd, self._on_parent_gone)
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def run(self) -> Goodbye:
+        """Serve until told to exit; returns the goodbye to send."""
+        while self.result is None:
+            for fd, _ in self.poller.poll():
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd)
+            if self.result is None:
+                self._launch()
+                self._check_done()
+            self._flush()
+        status, reason = self.result
+        pending = tuple(t.tid for t in self.book.pending.tasks())
+        return Goodbye(status, reason, pending)
+
+    def _watch(self, fd: int, handler: Any) -> None:
+        self.poller.register(fd, _READ)
+        self.handlers[fd] = handler
+
+    def _unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def _check_done(self) -> None:
+        book = self.book
+        if book.running:
+            return
+        if self.stopping:
+            self._exit("stopped", "STOP: running tasks finished, nothing more launched")
+        elif self.ending and not book.pending:
+            self._exit("finished", "every instruction set ran")
+
+    def _exit(self, status: str, reason: str) -> None:
+        if self.result is None:
+            self.result = (status, reason)
+
+    # ---- main program -----------------------------------------------------------------
+
+    def _on_control(self, fd: int) -> None:
+        try:
+            msg = protocol.recv(self.control)
+        except (EOFError, OSError):
+            raise _ParentGone from None
+        if isinstance(msg, AddTasks):
+            self._add_tasks(msg)
+        elif isinstance(msg, Control):
+            self._on_signal(msg)
+
+    def _on_parent_gone(self, fd: int) -> None:
+        raise _ParentGone
+
+    def _add_tasks(self, msg: AddTasks) -> None:
+        for spec in msg.classes:
+            self.classes[spec.key] = spec
+        entry = self.commons.get(msg.batch_id)
+        if entry is None:
+            entry = self.commons[msg.batch_id] = [msg.common_blob, 0]
+        entry[1] += len(msg.tasks)
+        for spec in msg.tasks:
+            self.book.add(Task(spec.tid, spec.class_key, msg.batch_id, spec.view))
+
+    def _on_signal(self, msg: Control) -> None:
+        sig = msg.signal
+        if sig is Signal.HALT:
+            self.halted = True
+        elif sig is Signal.RESUME:
+            self.halted = False
+        elif sig is Signal.SEND_REPORT:
+            self._flush()
+            running = tuple((t.tid, t.worker.pid if t.worker else None,
+                             t.instructions.get("scheduler_ticket"), t.started or 0.0)
+                            for t in self.book.running.values())
+            self._send(Snapshot(msg.seq, "halted" if self.halted else "running", running))
+        elif sig is Signal.END:
+            self.ending = True
+        elif sig is Signal.STOP:
+            self.stopping = True
+        elif sig is Signal.STOP_LISTENING:
+            self._exit("stopped", "STOP_LISTENING: running tasks were left to finish alone")
+        elif sig is Signal.STOP_RIGHTNOW:
+            self._cancel_running("STOP_RIGHTNOW")
+            self._exit("stopped", "STOP_RIGHTNOW: running tasks were terminated")
+
+    # ---- launching --------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        book = self.book
+        if self.halted or self.stopping or not book.pending:
+            return
+        chosen, _ = self.scheduler.launchable(book.pending, book.running_view, book.stats)
+        for item in chosen:
+            task = book.lookup(item)
+            if task is not None:
+                self._start(task)
+
+    def _start(self, task: Task) -> None:
+        spec = self.classes[task.class_key]
+        isolated = spec.isolated or self.config.isolated
+        proc = self.pool.take_idle(isolated)
+        if proc.pidfd not in self.fd_owner:  # a new process: watch its pipe and sentinel
+            for fd, handler in ((proc.result_conn.fileno(), self._on_result),
+                                (proc.pidfd, self._on_exit)):
+                self._watch(fd, handler)
+                self.fd_owner[fd] = proc
+        started = time.time()
+        self.book.start(task, started)
+        proc.task = task
+        task.worker = proc
+        batch = task.batch_id
+        forget = tuple(b for b in proc.commons if b not in self.commons)
+        msg = RunTask(task.tid, task.class_key, batch, task.instructions,
+                      None if task.class_key in proc.classes else spec.blob,
+                      None if batch in proc.commons else self.commons[batch][0],
+                      forget)
+        if not self.pool.dispatch(proc, msg):
+            pass  # the process died; its pidfd fires and the task ends 'killed'
+        if self.config.verbose:
+            print(f"[taskfarm boss] launched {task.name} on pid {proc.pid}", file=sys.stderr)
+
+    # ---- workers ----------------------------------------------------------------------
+
+    def _on_result(self, fd: int) -> None:
+        proc = self.fd_owner[fd]
+        outcome = self.pool.receive(proc)
+        if outcome is None:           # EOF: the pidfd will tell how it ended
+            self._unwatch(fd)
+            return
+        self._task_outcome(proc, outcome)
+        if proc.isolated:
+            self.pool.release(proc)
+        elif proc.task_conn is not None:
+            self.pool.idle.append(proc)
+
+    def _on_exit(self, fd: int) -> None:
+        proc = self.fd_owner[fd]
+        late = self.pool.drain(proc)
+        if late is not None:
+            self._task_outcome(proc, late)
+        task = proc.task
+        self._unwatch_process(proc)
+        info = self.pool.forget(proc)
+        if task is not None:
+            self._finish(task, Outcome(task.tid, "killed", None, None,
+                                       "taskfarm.errors.WorkerKilledError",
+                                       f"worker process {proc.pid} {info.describe()} "
+                                       "without reporting", None, proc.pid,
+                                       task.instructions.get("scheduler_ticket"), task.started,
+                                       time.time(), None, info.exitcode, info.signal_name))
+
+    def _task_outcome(self, proc: WorkerProcess, outcome: Outcome) -> None:
+        task = proc.task
+        if task is None or task.tid != outcome.tid:
+            return  # cannot happen with one task per process at a time; ignore, never crash
+        proc.task = None
+        self._finish(task, outcome)
+
+    def _finish(self, task: Task, outcome: Outcome) -> None:
+        task.worker = None
+        spec = self.classes[task.class_key]
+        duration = (outcome.ended - outcome.started) if outcome.started else None
+        self.book.finish(task, TaskState(outcome.status), spec.qualname, duration,
+                         outcome.peak_rss)
+        entry = self.commons[task.batch_id]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.commons[task.batch_id]
+        if outcome.result_blob is not None and len(outcome.result_blob) >= protocol.OUT_OF_BAND_MIN:
+            outcome = outcome._replace(result_blob=protocol.blob(outcome.result_blob))
+        self.outbox.append(outcome)
+        if self.fail_fast and outcome.status in ("failed", "killed", "timeout") \
+                and self.result is None:
+            self._cancel_running(f"fail-fast: task {task.name!r} ended {outcome.status}")
+            self._exit("failed", f"task {task.name!r} ended {outcome.status}")
+
+    def _cancel_running(self, reason: str) -> None:
+        """Terminate the processes of running tasks; each task ends 'cancelled' unless
+        its outcome arrived meanwhile, in which case that outcome stands."""
+        procs = [t.worker for t in list(self.book.running.values()) if t.worker is not None]
+        if not procs:
+            return
+        self.pool.stop(procs)  # terminates and reaps; descriptors stay open to drain
+        for proc in procs:
+            late = self.pool.drain(proc)
+            if late is not None:
+                self._task_outcome(proc, late)
+        for proc in procs:
+            task = proc.task
+            self._unwatch_process(proc)
+            self.pool.discard(proc)
+            if task is not None:
+                self._finish(task, Outcome(task.tid, "cancelled", None, None, None, reason,
+                                           None, proc.pid,
+                                           task.instructions.get("scheduler_ticket"),
+                                           task.started, time.time(), None))
+
+    def _unwatch_process(self, proc: WorkerProcess) -> None:
+        for fd in [fd for fd, owner in self.fd_owner.items() if owner is proc]:
+            self._unwatch(fd)
+            del self.fd_owner[fd]
+
+    # ---- main program, outbound -------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.outbox:
+            outbox, self.outbox = self.outbox, []
+            self._send(Outcomes(tuple(outbox)))
+
+    def _send(self, msg: Any) -> None:
+        try:
+            protocol.send(self.reports, msg)
+        except (BrokenPipeError, OSError):
+            raise _ParentGone from None
+
+    # ---- ending -----------------------------------------------------------------------
+
+    def shutdown(self, linger: bool) -> None:
+        """Release every worker. With ``linger`` (STOP_LISTENING), running tasks are
+        left to finish: their pipes are closed and the boss waits for their processes;
+        otherwise running processes are terminated."""
+        busy = [p for p in self.pool.procs.values() if p.task is not None]
+        for proc in list(self.pool.procs.values()):
+            self.pool.release(proc)
+        if not linger and busy:
+            self.pool.stop(busy)
+        elif linger:
+            for proc in busy:  # a result the nobody reads must not block its writer
+                if proc.result_conn is not None:
+                    proc.result_conn.close()
+                    proc.result_conn = None
+        for proc in list(self.pool.procs.values()):
+            self.pool.forget(proc)  # reap: blocks until each released process has exited
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``python -m taskfarm.boss_process CONTROL_FD REPORT_FD PARENT_PID``."""
+    control_fd, report_fd, parent_pid = (int(a) for a in argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
+    control = Connection(control_fd, writable=False)
+    reports = Connection(report_fd, readable=False)
+    try:
+        parent_fd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        return 0
+    if os.getppid() != parent_pid:
+        return 0
+    try:
+        config = protocol.recv(control)
+    except (EOFError, OSError):
+        return 0
+    sys.path[:] = config.sys_path
+    loop = BossLoop(control, reports, parent_fd, config)
+    linger = False
+    try:
+        goodbye = loop.run()
+        linger = goodbye.reason.startswith("STOP_LISTENING")
+        loop._send(goodbye)
+    except _ParentGone:
+        pass
+    except BaseException:
+        text = traceback.format_exc()
+        try:
+            loop._send(Goodbye("failed", f"the boss crashed:\n{text}", ()))
+        except BaseException:
+            print(text, file=sys.stderr)
+    finally:
+        loop.shutdown(linger)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""The two ways most programs run a farm. Runs in the main program.
+
+``run_as_server`` starts a Boss, gives it its first instructions and lets it work; the
+caller adds instructions, reads reports and must end it. ``batch_main`` runs a set of
+instructions to the end, prints the per-task report and returns it; on a failure
+(fail-fast), an exception or Ctrl-C it stops every worker and re-raises.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .main_handle import Boss
+from .report import Report
+from .worker import Worker
+
+
+def run_as_server(common_instructions: Mapping[str, Any] | None = None,
+                  individual_instructions: Mapping[str, Sequence[Any]] | None = None,
+                  scheduler: Any = None, verbose: bool = False,
+                  worker: type[Worker] | str | None = None, **boss_options: Any) -> Boss:
+    """Start a Boss working on these instructions and return it.
+
+    ``boss_options`` go to :class:`Boss` (``on_error``, ``isolated``, ``name``, ...).
+    The instructions are checked before the boss starts any worker; on bad input the
+    boss is closed and the error raised here.
+    """
+    boss = Boss(scheduler=scheduler, verbose=verbose, **boss_options)
+    try:
+        if common_instructions or individual_instructions:
+            boss.set_instructions(common_instructions, individual_instructions, worker=worker)
+        boss.make_them_work()
+    except BaseException:
+        boss.close()
+        raise
+    return boss
+
+
+def batch_main(common_instructions: Mapping[str, Any] | None = None,
+               individual_instructions: Mapping[str, Sequence[Any]] | None = None,
+               scheduler: Any = None, verbose: bool = False,
+               worker: type[Worker] | str | None = None,
+               print_report: Callable[[str], Any] | None = print,
+               **boss_options: Any) -> Report:
+    """Run the instructions to the end, print the report, return it.
+
+    Fail-fast by default: the first failing task stops the others, the report is
+    printed and the task's own exception is re-raised. With ``on_error="continue"``
+    every task runs and the report lists each failure. On any exception (Ctrl-C
+    included) every worker is stopped before it propagates. ``print_report=None``
+    prints nothing.
+    """
+    boss = run_as_server(common_instructions, individual_instructions, scheduler, verbose,
+                         worker, **boss_options)
+    try:
+        report = boss.wait_till_finished()
+    except BaseException:
+        boss.close()
+        if print_report is not None and boss.finished and boss._inbox.died is None:
+            print_report(boss.get_report(interim=False).format())
+        raise
+    finally:
+        boss.close()
+    if print_report is not None:
+        print_report(report.format())
+        sys.stdout.flush()
+    return report

@@ -1,0 +1,427 @@
+"""The ``Boss`` handle: the main program's side of a farm. Runs in the main program.
+
+It starts the boss subprocess, checks and matches instructions before sending them
+(bad input is an error at the call that gave it), sends control signals, and answers
+from what its receiver thread (:mod:`taskfarm.main_inbox`) has heard. See
+:mod:`taskfarm.boss_process` for the picture of all three processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+import cloudpickle
+
+from . import protocol
+from .boss_pool import START_METHODS
+from .errors import (
+    BossStateError,
+    InstructionError,
+    TaskCancelledError,
+    TaskError,
+)
+from .main_inbox import Inbox, TaskRecord
+from .main_instructions import PreparedBatch, prepare, resolve_worker
+from .processes import BOSS_EXIT_WAIT
+from .protocol import AddTasks, Configure, Control, Signal, TaskSpec, WorkerClassSpec
+from .report import Report, ReportStatus, TaskReport, TaskStatus
+from .worker import Worker
+
+_CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
+_COUNTER = itertools.count(1)
+
+
+class Boss:
+    """A farm: a boss subprocess and its worker processes.
+
+    The boss starts halted: it accepts instructions but launches nothing until
+    :meth:`make_them_work`. Use it as a context manager to be sure every process is
+    gone when the block ends.
+
+    Args:
+        scheduler: decides what is launchable (default ``MaxThreadsScheduler(0)``: one
+            task per CPU this process may use).
+        name: a name for messages and reports.
+        verbose: the boss logs its launches on stderr.
+        on_error: ``"raise"`` (fail-fast: the first failure stops the others and
+            :meth:`wait_till_finished` re-raises it) or ``"continue"`` (keep going,
+            record every failure).
+        isolated: run every task in a fresh process (also settable per Worker class).
+        start_method: ``"fork"`` (worker processes forked from the small boss) or
+            ``"spawn"`` (fresh interpreters).
+        workers: restrict matching to these Worker classes (default: every Worker
+            subclass defined).
+    """
+
+    def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
+                 on_error: Literal["raise", "continue"] = "raise", isolated: bool = False,
+                 start_method: str = "fork",
+                 workers: Sequence[type[Worker] | str] | None = None) -> None:
+        if on_error not in ("raise", "continue"):
+            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
+        if scheduler is None:
+            from schedulers import MaxThreadsScheduler
+
+            scheduler = MaxThreadsScheduler()
+        if not callable(getattr(scheduler, "launchable", None)):
+            raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
+                            "subclass schedulers.BaseScheduler")
+        self.name = name or f"boss-{next(_COUNTER)}"
+        self.on_error = on_error
+        self._candidates = [resolve_worker(w) for w in workers] if workers is not None else None
+        self._records: dict[int, TaskRecord] = {}
+        self._names: set[str] = set()
+        self._class_keys: dict[type[Worker], int] = {}
+        self._next_tid = 0
+        self._next_batch = 0
+        self._seq = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._halted = True
+        self._ended = False      # END sent (or a stop): no more instructions
+        self._deaf = False       # make_them_work(stop_listening=True): no more signals
+        scheduler_blob = cloudpickle.dumps(scheduler)
+
+        control_r, control_w = os.pipe()
+        report_r, report_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "taskfarm.boss_process", str(control_r), str(report_w),
+                 str(os.getpid())],
+                pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
+                env=_boss_environment())
+        finally:
+            os.close(control_r)
+            os.close(report_w)
+        self._control = Connection(control_w, readable=False)
+        self._inbox = Inbox(Connection(report_r, writable=False), self._proc, self._records)
+        self._inbox.thread.start()
+        self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
+                             verbose, self.name))
+        self._finalizer = weakref.finalize(self, _close, self._proc, self._control,
+                                           self._inbox, self._send_lock)
+
+    # ---- instructions -----------------------------------------------------------------
+
+    def set_instructions(self, common_instructions: Mapping[str, Any] | None = None,
+                         individual_instructions: Mapping[str, Sequence[Any]] | None = None,
+                         worker: type[Worker] | str | None = None) -> list[str]:
+        """Give instruction sets: ``common_instructions`` shared by all, expanded over
+        ``individual_instructions`` (a dict of equal-length lists, one element per set).
+
+        Each set is checked and matched to a Worker class here (or to ``worker``); any
+        error raises an :class:`InstructionError` and nothing of this call is sent.
+        Returns the names of the tasks created, in order.
+        """
+        self._check_open("give instructions")
+        if self._ended:
+            raise BossStateError(f"{self.name}: no instructions after end() or a stop")
+        batch = prepare(common_instructions if common_instructions is not None else {},
+                        individual_instructions if individual_instructions is not None else {},
+                        worker=worker, candidates=self._candidates, taken_names=self._names,
+                        first_tid=self._next_tid)
+        if batch.tasks:
+            self._send_batch(batch)
+        return [t.name for t in batch.tasks]
+
+    def _send_batch(self, batch: PreparedBatch) -> None:
+        keys = dict(self._class_keys)
+        new_classes = []
+        for cls in dict.fromkeys(t.worker for t in batch.tasks):  # first-seen order
+            if cls not in keys:
+                keys[cls] = len(keys)
+                new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
+                                                   _dumps("Worker class", cls),
+                                                   bool(cls.isolated)))
+        common_blob = _dumps("common_instructions", batch.common)
+        batch_id = self._next_batch
+        specs = [TaskSpec(t.tid, keys[t.worker], t.view) for t in batch.tasks]
+        messages = []
+        for start in range(0, len(specs), _CHUNK):
+            msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
+                           common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]))
+            messages.append(_dumps_message(msg))
+        # Everything pickled: from here on nothing can fail because of the input.
+        self._class_keys = keys
+        self._next_batch += 1
+        self._next_tid += len(batch.tasks)
+        for t in batch.tasks:
+            self._names.add(t.name)
+            self._records[t.tid] = TaskRecord(t.name, t.worker.__qualname__, t.view, batch.common)
+        with self._send_lock:
+            self._check_open("give instructions")
+            for frame in messages:
+                self._control.send_bytes(frame)
+
+    # ---- control signals --------------------------------------------------------------
+
+    def make_them_work(self, terminate: bool = False, stop_listening: bool = False) -> None:
+        """Launch work (RESUME). ``terminate``: no more instructions will come, and the
+        boss exits when all is done (END). ``stop_listening``: the same, and the boss
+        takes no further signal; the main program can only wait for the end."""
+        self._signal(Signal.RESUME)
+        self._halted = False
+        if terminate or stop_listening:
+            self.end()
+        if stop_listening:
+            self._deaf = True
+
+    def stop_them_working(self) -> None:
+        """Launch nothing new until :meth:`make_them_work` (HALT); running tasks go on."""
+        self._signal(Signal.HALT)
+        self._halted = True
+
+    def send_report_request(self) -> int:
+        """Ask for an interim report (SEND_REPORT) without waiting; returns its number."""
+        seq = next(self._seq)
+        self._signal(Signal.SEND_REPORT, seq)
+        return seq
+
+    def end(self) -> None:
+        """No more instructions (END): the boss finishes all pending work, then exits."""
+        if not self._ended:
+            self._signal(Signal.END)
+            self._ended = True
+
+    def stop(self) -> None:
+        """Launch nothing more and let running tasks finish, then exit (STOP); pending
+        instruction sets are reported as pending."""
+        self._signal(Signal.STOP)
+        self._ended = True
+
+    def stop_listening(self) -> None:
+        """The boss exits its loop now (STOP_LISTENING); running tasks finish on their
+        own and are listed as ``running`` in the final report."""
+        self._signal(Signal.STOP_LISTENING)
+        self._ended = True
+
+    def stop_right_now(self) -> None:
+        """Terminate running tasks now ('cancelled') and exit (STOP_RIGHTNOW)."""
+        self._signal(Signal.STOP_RIGHTNOW)
+        self._ended = True
+
+    def _signal(self, sig: Signal, seq: int = 0) -> None:
+        self._check_open(f"send {sig.name}")
+        if self._deaf:
+            raise BossStateError(f"{self.name} no longer listens (make_them_work("
+                                 "stop_listening=True)); wait_till_finished() is all that is left")
+        self._send(Control(sig, seq))
+
+    def _send(self, msg: Any) -> None:
+        frame = _dumps_message(msg)
+        with self._send_lock:
+            self._check_open("send to the boss")
+            try:
+                self._control.send_bytes(frame)
+            except OSError:
+                self._raise_if_gone("send to the boss", force=True)
+
+    def _check_open(self, doing: str) -> None:
+        self._raise_if_gone(doing)
+        if self._control.closed:
+            raise BossStateError(f"cannot {doing}: {self.name} is closed")
+
+    def _raise_if_gone(self, doing: str, force: bool = False) -> None:
+        inbox = self._inbox
+        if inbox.died is not None:
+            raise inbox.died
+        if inbox.goodbye is not None:
+            raise BossStateError(f"cannot {doing}: {self.name} has exited "
+                                 f"({inbox.goodbye.status}: {inbox.goodbye.reason.splitlines()[0]})")
+        if force:
+            inbox.thread.join(BOSS_EXIT_WAIT)
+            self._raise_if_gone(doing)
+            raise BossStateError(f"cannot {doing}: the pipe to {self.name} is closed")
+
+    # ---- reports ----------------------------------------------------------------------
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[TaskReport]:
+        """Yield each TaskReport as its task ends, while the farm runs. Stops when every
+        task given so far has ended or the boss has exited. ``timeout`` bounds the wait
+        for each next report (TimeoutError)."""
+        inbox = self._inbox
+        index = 0
+        while True:
+            with inbox.cond:
+                while index >= len(inbox.reports) and not self._all_ended():
+                    if not inbox.cond.wait(timeout):
+                        raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
+                batch = inbox.reports[index:]
+                index += len(batch)
+            if not batch:
+                return
+            yield from batch
+
+    def _all_ended(self) -> bool:
+        inbox = self._inbox
+        return inbox.closed or len(inbox.reported) >= len(self._records)
+
+    def get_report(self, interim: bool = True, timeout: float | None = None) -> Report:
+        """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;
+        every task that ended before the request is in it). ``interim=False``: the final
+        report, waiting for the boss to exit (only after :meth:`end` or a stop)."""
+        inbox = self._inbox
+        if not interim or inbox.closed:
+            if not inbox.closed and not self._ended:
+                raise BossStateError(f"{self.name} will not exit on its own: call end() or a "
+                                     "stop first, or ask for get_report(interim=True)")
+            self._wait_closed(timeout)
+            return self._final_report()
+        seq = self.send_report_request()
+        with inbox.cond:
+            if not inbox.cond.wait_for(lambda: seq in inbox.snapshots or inbox.closed, timeout):
+                raise TimeoutError(f"{self.name} did not answer SEND_REPORT within {timeout} s")
+            snapshot = inbox.snapshots.pop(seq, None)
+            tasks = list(inbox.reports)
+            reported = set(inbox.reported)
+        if snapshot is None:
+            return self._final_report()
+        running = {tid for tid, *_ in snapshot.running}
+        pending = [r.instructions() for tid, r in self._records.items()
+                   if tid not in reported and tid not in running]
+        status = ReportStatus.PENDING if snapshot.state == "halted" and pending \
+            else ReportStatus.INTERIM
+        return Report(status, tasks, pending, [self._records[t].name for t in running])
+
+    def wait_till_finished(self, timeout: float | None = None) -> Report:
+        """No more instructions: let the boss finish (END, if no stop was asked), wait
+        for it to exit and return the final report.
+
+        Raises, under fail-fast, the first failing task's own exception (with the
+        worker's traceback), a WorkerKilledError, or a TaskCancelledError; raises
+        BossDiedError if the boss died; BossStateError if the boss is halted with work
+        pending (it would never finish).
+        """
+        if not self._inbox.closed:
+            if self._halted and not self._ended and len(self._inbox.reported) < len(self._records):
+                raise BossStateError(f"{self.name} is halted with work pending: call "
+                                     "make_them_work() first")
+            if not self._ended and not self._deaf:
+                self.end()
+        self._wait_closed(timeout)
+        report = self._final_report()
+        failure = self._inbox.first_failure
+        if report.status is ReportStatus.FAILED and failure is not None:
+            raise _task_exception(failure)
+        return report
+
+    def _wait_closed(self, timeout: float | None) -> None:
+        inbox = self._inbox
+        with inbox.cond:
+            if not inbox.cond.wait_for(lambda: inbox.closed, timeout):
+                raise TimeoutError(f"{self.name} did not finish within {timeout} s")
+        if inbox.died is not None:
+            raise inbox.died
+
+    def _final_report(self) -> Report:
+        inbox = self._inbox
+        if inbox.died is not None:
+            raise inbox.died
+        goodbye = inbox.goodbye
+        assert goodbye is not None
+        with inbox.cond:
+            tasks = list(inbox.reports)
+            reported = set(inbox.reported)
+        pending_ids = set(goodbye.pending)
+        pending = [self._records[t].instructions() for t in goodbye.pending]
+        running = [r.name for tid, r in self._records.items()
+                   if tid not in reported and tid not in pending_ids]
+        return Report(ReportStatus(goodbye.status), tasks, pending, running, goodbye.reason)
+
+    # ---- lifetime ---------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The boss process id."""
+        return self._proc.pid
+
+    @property
+    def finished(self) -> bool:
+        """True once the boss has exited (or died)."""
+        return self._inbox.closed
+
+    def close(self) -> None:
+        """Stop everything still running (STOP_RIGHTNOW) and wait for the boss to exit.
+        Safe to call more than once; called by ``with`` and when the handle is dropped."""
+        self._finalizer()
+
+    def __enter__(self) -> Boss:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "finished" if self.finished else "halted" if self._halted else "working"
+        return f"<Boss {self.name} pid={self.pid} {state} tasks={len(self._records)}>"
+
+
+def _close(proc: subprocess.Popen[bytes], control: Connection, inbox: Inbox,
+           lock: threading.Lock) -> None:
+    """Stop the boss if it still runs, wait for it, release the pipes."""
+    with lock:
+        if not control.closed:
+            if not inbox.closed:
+                with contextlib.suppress(OSError):
+                    control.send_bytes(_dumps_message(Control(Signal.STOP_RIGHTNOW)))
+            control.close()  # EOF: the boss stops everything even if the signal was lost
+    lingering = inbox.goodbye is not None and inbox.goodbye.reason.startswith("STOP_LISTENING")
+    if not lingering:
+        try:
+            proc.wait(BOSS_EXIT_WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if threading.current_thread() is not inbox.thread:
+        inbox.thread.join(BOSS_EXIT_WAIT)
+
+
+def _dumps(what: str, value: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(value, protocol=5)
+    except Exception as exc:
+        raise InstructionError(f"{what} cannot be pickled to send to the boss: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+
+def _dumps_message(msg: Any) -> bytes:
+    """One frame (no out-of-band buffers) of a message holding user values."""
+    try:
+        body = pickle.dumps(msg, protocol=5)
+    except Exception:
+        try:
+            body = cloudpickle.dumps(msg, protocol=5)
+        except Exception as exc:
+            raise InstructionError(f"instructions cannot be pickled to send to the boss: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+    return protocol.single_frame(body)
+
+
+def _boss_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # The boss must import taskfarm from where this program imported it.
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _task_exception(report: TaskReport) -> BaseException:
+    if report.exception is not None:
+        return report.exception
+    if report.status is TaskStatus.CANCELLED:
+        return TaskCancelledError(f"task {report.name!r} was cancelled: {report.reason}",
+                                  report.name)
+    return TaskError(f"task {report.name!r} ended {report.status}: {report.reason}",
+                     report.name, report.traceback)
+

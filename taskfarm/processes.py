@@ -1,0 +1,104 @@
+"""Process mechanics shared by the main program and the boss: starting a child that
+dies with its parent, naming how a process ended, and the one termination policy
+(SIGTERM, wait, SIGKILL, reap) with its timing constants. Knows nothing of tasks or
+schedulers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# How long a process gets between SIGTERM and SIGKILL when it is stopped on purpose.
+TERMINATE_GRACE = 1.0
+# How long the main program waits for the boss to exit on its own at close().
+BOSS_EXIT_WAIT = 2.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent thread ends.
+
+    Only safe when the parent is single-threaded (the boss is), since the signal
+    follows the thread that forked, not the process.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pipe EOF fallback still works
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How a process ended: an exit code, or the signal that killed it."""
+
+    exitcode: int | None
+    signal_name: str | None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitInfo:
+        """Decode a status from ``os.waitpid``."""
+        if os.WIFSIGNALED(status):
+            return cls(None, signal_name(os.WTERMSIG(status)))
+        return cls(os.waitstatus_to_exitcode(status), None)
+
+    def describe(self) -> str:
+        """'killed by SIGKILL' or 'exited with code 3'."""
+        if self.signal_name is not None:
+            return f"killed by {self.signal_name}"
+        return f"exited with code {self.exitcode}"
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9; 'signal N' for numbers Python does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def reap(pid: int, block: bool = True) -> ExitInfo | None:
+    """Collect a child's exit status (None if it is still running and not ``block``)."""
+    try:
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:
+        return ExitInfo(None, None)
+    if done == 0:
+        return None
+    return ExitInfo.from_wait_status(status)
+
+
+def kill_quietly(pid: int, sig: int) -> None:
+    """Send a signal to a process that may already be gone."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE
+              ) -> dict[int, ExitInfo]:
+    """Stop child processes: SIGTERM, wait up to ``grace`` on their pidfds, SIGKILL
+    the rest, reap them all. ``children`` are (pid, pidfd) pairs; the pidfds are left
+    open for the caller to close. Returns how each ended."""
+    children = list(children)
+    for pid, _ in children:
+        kill_quietly(pid, signal.SIGTERM)
+    waiting = {fd: pid for pid, fd in children}
+    deadline = time.monotonic() + grace
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select(list(waiting), [], [], left)
+        for fd in ready:
+            waiting.pop(fd)
+    for pid in waiting.values():
+        kill_quietly(pid, signal.SIGKILL)
+    return {pid: reap(pid) or ExitInfo(None, None) for pid, _ in children}

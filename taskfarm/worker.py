@@ -1,0 +1,172 @@
+"""Workers defined by their instructions. The class is read in the main program (to
+check and match instruction sets) and instantiated in worker processes (to run them).
+
+A Worker subclass declares its instructions as annotated class attributes::
+
+    class Calibrate(taskfarm.Worker):
+        run: int                              # required
+        channels: int = 64                    # optional, with a default
+        method: Literal["mean", "fit"] = "fit"  # allowed values
+
+        @classmethod
+        def setup_process(cls):               # once per worker process
+            cls.table = load_table()
+
+        def task(self):                       # once per instruction set
+            return calibrate(self.run, self.channels, self.method, self.table)
+
+Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
+``expected_time`` (seconds) and ``scheduler_ticket`` (set by the scheduler).
+Class-level options (not instructions) are ``ClassVar`` annotations or plain
+attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task)
+and ``accept_undeclared`` (receive keys the class does not declare).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import weakref
+from typing import Any, ClassVar
+
+__all__ = ["Attribute", "Worker", "declared_attributes", "registered_workers"]
+
+_MISSING = object()
+
+# Class attributes that configure the class; never instructions.
+CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared"})
+
+# Weak references, so that classes defined in a function (tests, notebooks) go away.
+_REGISTRY: list[weakref.ref[type[Worker]]] = []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attribute:
+    """One declared instruction of a Worker class.
+
+    ``allowed`` is the set of allowed values from ``Literal[...]`` (None: any value of
+    ``types``); ``types`` is the tuple of accepted types (empty: anything).
+    """
+
+    name: str
+    annotation: Any
+    types: tuple[type, ...]
+    allowed: tuple[Any, ...] | None
+    optional: bool          # None is accepted
+    default: Any = _MISSING
+
+    @property
+    def required(self) -> bool:
+        """True when an instruction set must give this attribute."""
+        return self.default is _MISSING
+
+
+class Worker:
+    """Base class of every worker. Subclass it, declare instructions, implement
+    :meth:`task`. Defining a subclass registers it for matching.
+
+    Instances are made in the worker process, one per task, with the instruction set
+    as attributes; ``Worker(**instructions)`` also works in the main program, which
+    makes a worker easy to test on its own.
+    """
+
+    name: str
+    memory: float = 0.0
+    expected_time: float = 0.0
+    scheduler_ticket: int | None = None
+
+    isolated: ClassVar[bool] = False
+    accept_undeclared: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._taskfarm_attributes = None  # computed lazily: annotations may be forward refs
+        _REGISTRY.append(weakref.ref(cls))
+
+    def __init__(self, **instructions: Any) -> None:
+        for key, value in instructions.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def setup_process(cls) -> None:
+        """Called once in a worker process before its first task of this class.
+
+        Load what every task of the class shares (a model, a calibration table) and
+        keep it on the class. The default does nothing.
+        """
+
+    def task(self) -> Any:
+        """Do the task; the return value is the task's report value."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement task()")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {getattr(self, 'name', '?')!r}>"
+
+
+def registered_workers() -> list[type[Worker]]:
+    """Every Worker subclass defined so far, in definition order (abstract ones, which
+    do not override ``task``, left out)."""
+    alive = [cls for ref in _REGISTRY if (cls := ref()) is not None]
+    _REGISTRY[:] = [weakref.ref(cls) for cls in alive]
+    return [cls for cls in alive if cls.task is not Worker.task]
+
+
+def declared_attributes(cls: type[Worker]) -> dict[str, Attribute]:
+    """The instructions ``cls`` declares (built-ins included), computed once per class."""
+    cached = cls.__dict__.get("_taskfarm_attributes")
+    if cached is not None:
+        return cached
+    hints = typing.get_type_hints(cls, include_extras=False)
+    attributes: dict[str, Attribute] = {}
+    for name, annotation in hints.items():
+        if name.startswith("_") or name in CLASS_OPTIONS:
+            continue
+        if typing.get_origin(annotation) is ClassVar or annotation is ClassVar:
+            continue
+        types, allowed, optional = _describe(annotation)
+        default = _MISSING
+        for klass in cls.__mro__:
+            if name in klass.__dict__:
+                default = klass.__dict__[name]
+                break
+        attributes[name] = Attribute(name, annotation, types, allowed, optional, default)
+    cls._taskfarm_attributes = attributes
+    return attributes
+
+
+def _describe(annotation: Any) -> tuple[tuple[type, ...], tuple[Any, ...] | None, bool]:
+    """Accepted types, allowed values and optionality of one annotation."""
+    if annotation is Any or annotation is object:
+        return (), None, True
+    if annotation is None or annotation is type(None):
+        return (type(None),), None, True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        return tuple({type(v) for v in values}), values, None in values
+    if origin is typing.Union or _is_pep604_union(annotation):
+        types: list[type] = []
+        allowed: list[Any] | None = []
+        optional = False
+        for arg in typing.get_args(annotation):
+            arg_types, arg_allowed, arg_optional = _describe(arg)
+            if not arg_types:
+                return (), None, True
+            optional = optional or arg_optional
+            types.extend(t for t in arg_types if t is not type(None))
+            if arg_allowed is None and arg not in (None, type(None)):
+                allowed = None
+            elif allowed is not None and arg_allowed is not None:
+                allowed.extend(arg_allowed)
+        return tuple(types), (tuple(allowed) if allowed else None), optional
+    if origin is not None:  # list[int], dict[str, float], ...: check the container only
+        return ((origin,) if isinstance(origin, type) else ()), None, False
+    if isinstance(annotation, type):
+        return (annotation,), None, False
+    return (), None, True  # a TypeVar, a string we could not resolve: accept anything
+
+
+def _is_pep604_union(annotation: Any) -> bool:
+    import types
+
+    return isinstance(annotation, types.UnionType)

@@ -1,0 +1,142 @@
+"""The worker process: receives RunTask messages from the boss on its own pipe, runs
+each with a fresh Worker instance, and sends back one Outcome per task. Runs in worker
+processes only.
+
+A worker process holds the Worker classes and common instructions it has been sent,
+so each crosses the pipe once per process, and calls a class's ``setup_process`` once,
+before the first task of that class. It exits when the boss closes its pipe, and dies
+with the boss (parent-death signal) if the boss dies first.
+
+SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group, and it is the
+main program that decides what to stop. SIGTERM keeps its default (the process ends).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+import tblib
+
+from . import protocol
+from .processes import die_with_parent
+from .protocol import Outcome, RunTask
+
+
+def dumps_user(value: Any) -> bytes:
+    """Pickle a user value: plain pickle first (fast), cloudpickle for what it cannot
+    do (lambdas, classes from ``__main__``)."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(value, protocol=5)
+
+
+def _peak_rss() -> int:
+    # ru_maxrss is in KiB on Linux; one cheap system call, no /proc parsing.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _State:
+    """What one worker process keeps between tasks."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.classes: dict[int, type] = {}
+        self.set_up: set[int] = set()
+        self.commons: dict[int, dict[str, Any]] = {}
+
+
+def run_task(state: _State, msg: RunTask) -> Outcome:
+    """Run one task and say how it ended; never raises."""
+    started = time.time()
+    ticket = msg.instructions.get("scheduler_ticket")
+    try:
+        for batch in msg.forget:
+            state.commons.pop(batch, None)
+        if msg.class_blob is not None:
+            state.classes[msg.class_key] = pickle.loads(msg.class_blob)
+        if msg.common_blob is not None:
+            state.commons[msg.batch_id] = pickle.loads(msg.common_blob)
+        cls = state.classes[msg.class_key]
+        if msg.class_key not in state.set_up:
+            cls.setup_process()
+            state.set_up.add(msg.class_key)
+        worker = cls.__new__(cls)
+        attributes = worker.__dict__
+        attributes.update(state.commons[msg.batch_id])
+        attributes.update(msg.instructions)
+        result = worker.task()
+    except BaseException as exc:  # the task's failure is its report, whatever it is
+        return _failure(state, msg.tid, ticket, started, exc)
+    ended = time.time()
+    try:
+        result_blob = dumps_user(result)
+    except BaseException as exc:
+        return Outcome(msg.tid, "failed", None, None, "taskfarm.errors.RemoteTaskError",
+                       f"the result ({type(result).__qualname__}) could not be pickled to send "
+                       f"it back: {type(exc).__name__}: {exc}",
+                       None, state.pid, ticket, started, ended, _peak_rss())
+    return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
+                   state.pid, ticket, started, ended, _peak_rss())
+
+
+def _failure(state: _State, tid: int, ticket: int | None, started: float,
+             exc: BaseException) -> Outcome:
+    ended = time.time()
+    text = "".join(traceback.format_exception(exc))
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        message = str(exc)
+    except BaseException:
+        message = f"<{type_name} whose str() failed>"
+    try:
+        error_blob: bytes | None = dumps_user((exc, tblib.Traceback(exc.__traceback__).as_dict()))
+        pickle.loads(error_blob)  # an exception whose constructor takes odd arguments fails here
+    except BaseException:
+        error_blob = None
+    return Outcome(tid, "failed", None, error_blob, type_name, message, text,
+                   state.pid, ticket, started, ended, _peak_rss())
+
+
+def serve(task_conn: Connection, result_conn: Connection) -> None:
+    """Run tasks until the boss closes the task pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    state = _State()
+    recv, send = protocol.recv, protocol.send
+    while True:
+        try:
+            msg = recv(task_conn)
+        except (EOFError, OSError):
+            return
+        outcome = run_task(state, msg)
+        try:
+            send(result_conn, outcome)
+        except (BrokenPipeError, OSError):
+            return
+        finally:
+            del msg, outcome
+
+
+def main(argv: list[str]) -> None:
+    """Entry point for the 'spawn' start method: ``python -m taskfarm.worker_process
+    TASK_FD RESULT_FD BOSS_PID``."""
+    task_fd, result_fd, boss_pid = (int(a) for a in argv)
+    die_with_parent()
+    if os.getppid() != boss_pid:  # the boss died before the death signal was set
+        return
+    serve(Connection(task_fd, writable=False), Connection(result_fd, readable=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
