@@ -21,24 +21,60 @@ The architecture is drawn in :mod:`taskfarm.boss_process`; errors are listed in
 :mod:`taskfarm.errors`.
 """
 
-from .errors import (
-    AmbiguousWorkerError,
-    BossDiedError,
-    BossStateError,
-    InstructionError,
-    InstructionTypeError,
-    NoMatchingWorkerError,
-    RemoteTaskError,
-    TaskCancelledError,
-    TaskError,
-    TaskfarmError,
-    WorkerKilledError,
-)
-from .main_entry import batch_main, run_as_server
-from .main_handle import Boss
-from .protocol import Signal
-from .report import Report, ReportStatus, TaskReport, TaskStatus
-from .worker import Worker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import (
+        AmbiguousWorkerError,
+        BossDiedError,
+        BossStateError,
+        InstructionError,
+        InstructionTypeError,
+        NoMatchingWorkerError,
+        RemoteTaskError,
+        TaskCancelledError,
+        TaskError,
+        TaskfarmError,
+        WorkerKilledError,
+    )
+    from .main_entry import batch_main, run_as_server
+    from .main_handle import Boss
+    from .protocol import Signal
+    from .report import Report, ReportStatus, TaskReport, TaskStatus
+    from .worker import Worker
+
+# Public names are loaded on first use (PEP 562), so that the boss and worker
+# processes, which run ``python -m taskfarm.<module>``, do not import the main
+# program's side of the package.
+_WHERE = {
+    **dict.fromkeys(["AmbiguousWorkerError", "BossDiedError", "BossStateError",
+                     "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
+                     "RemoteTaskError", "TaskCancelledError", "TaskError", "TaskfarmError",
+                     "WorkerKilledError"], "errors"),
+    "batch_main": "main_entry",
+    "run_as_server": "main_entry",
+    "Boss": "main_handle",
+    "Signal": "protocol",
+    **dict.fromkeys(["Report", "ReportStatus", "TaskReport", "TaskStatus"], "report"),
+    "Worker": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskfarm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __version__ = "0.1.0"
 

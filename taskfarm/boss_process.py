@@ -202,7 +202,7 @@ class BossLoop:
         task.worker = proc
         batch = task.batch_id
         forget = tuple(b for b in proc.commons if b not in self.commons)
-        msg = RunTask(task.tid, task.class_key, batch, task.instructions,
+        msg = RunTask(task.tid, task.class_key, batch, dict(task.instructions),
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
                       forget)

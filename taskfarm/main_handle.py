@@ -87,6 +87,7 @@ class Boss:
         self._next_tid = 0
         self._next_batch = 0
         self._seq = itertools.count(1)
+        self._consumed = 0       # reports already yielded by as_completed()
         self._send_lock = threading.Lock()
         self._halted = True
         self._ended = False      # END sent (or a stop): no more instructions
@@ -247,18 +248,21 @@ class Boss:
     # ---- reports ----------------------------------------------------------------------
 
     def as_completed(self, timeout: float | None = None) -> Iterator[TaskReport]:
-        """Yield each TaskReport as its task ends, while the farm runs. Stops when every
-        task given so far has ended or the boss has exited. ``timeout`` bounds the wait
-        for each next report (TimeoutError)."""
+        """Yield each TaskReport as its task ends, while the farm runs.
+
+        Each report is yielded once across all calls (a service can call this every
+        stride and see only what is new); every report stays in :meth:`get_report`.
+        Stops when every task given so far has ended or the boss has exited.
+        ``timeout`` bounds the wait for each next report (TimeoutError).
+        """
         inbox = self._inbox
-        index = 0
         while True:
             with inbox.cond:
-                while index >= len(inbox.reports) and not self._all_ended():
+                while self._consumed >= len(inbox.reports) and not self._all_ended():
                     if not inbox.cond.wait(timeout):
                         raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
-                batch = inbox.reports[index:]
-                index += len(batch)
+                batch = inbox.reports[self._consumed:]
+                self._consumed += len(batch)
             if not batch:
                 return
             yield from batch
