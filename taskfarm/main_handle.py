@@ -191,6 +191,7 @@ class Boss:
 
     def end(self) -> None:
         """No more instructions (END): the boss finishes all pending work, then exits."""
+        self._check_open("send END")
         if not self._ended:
             self._signal(Signal.END)
             self._ended = True
@@ -261,11 +262,12 @@ class Boss:
                 while self._consumed >= len(inbox.reports) and not self._all_ended():
                     if not inbox.cond.wait(timeout):
                         raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
-                batch = inbox.reports[self._consumed:]
-                self._consumed += len(batch)
-            if not batch:
-                return
-            yield from batch
+                if self._consumed >= len(inbox.reports):
+                    return
+                # One at a time: a caller may abandon the generator after any report.
+                report = inbox.reports[self._consumed]
+                self._consumed += 1
+            yield report
 
     def _all_ended(self) -> bool:
         inbox = self._inbox

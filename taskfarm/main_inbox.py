@@ -85,6 +85,7 @@ class Inbox:
         except (EOFError, OSError):
             pass
         finally:
+            conn.close()
             with self.cond:
                 if self.goodbye is None:
                     self.died = self._death()

@@ -25,6 +25,7 @@ and ``accept_undeclared`` (receive keys the class does not declare).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 import weakref
 from typing import Any, ClassVar
@@ -116,7 +117,7 @@ def declared_attributes(cls: type[Worker]) -> dict[str, Attribute]:
     cached = cls.__dict__.get("_taskfarm_attributes")
     if cached is not None:
         return cached
-    hints = typing.get_type_hints(cls, include_extras=False)
+    hints = _type_hints(cls)
     attributes: dict[str, Attribute] = {}
     for name, annotation in hints.items():
         if name.startswith("_") or name in CLASS_OPTIONS:
@@ -132,6 +133,28 @@ def declared_attributes(cls: type[Worker]) -> dict[str, Attribute]:
         attributes[name] = Attribute(name, annotation, types, allowed, optional, default)
     cls._taskfarm_attributes = attributes
     return attributes
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Annotations of ``cls`` and its bases, resolved; one that cannot be resolved (a
+    name imported inside a function, under ``from __future__ import annotations``)
+    accepts any value instead of making the whole class unusable."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        namespace = dict(vars(module)) if module is not None else {}
+        for name, annotation in klass.__dict__.get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                try:
+                    annotation = eval(annotation, namespace, dict(vars(klass)))
+                except Exception:
+                    annotation = Any
+            hints[name] = annotation
+    return hints
 
 
 def _describe(annotation: Any) -> tuple[tuple[type, ...], tuple[Any, ...] | None, bool]:

@@ -1,0 +1,164 @@
+"""The farm end to end with real processes: running, streaming, reuse, isolation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from workers import Add, Blocker, CountingSetup, Gate, Mailbox, Scale
+
+import taskfarm
+from schedulers import MaxThreadsScheduler
+
+
+def test_batch_main_runs_every_set_and_prints_the_report(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    report = taskfarm.batch_main({}, {"x": list(range(20))}, worker=Add)
+    assert report.status is taskfarm.ReportStatus.FINISHED
+    assert sorted(report.results.values()) == list(range(1, 21))
+    task = report["Add-3"]
+    assert task.ok and task.result == 4 and task.worker == "Add"
+    assert task.instructions == {"x": 3, "name": "Add-3"}
+    assert task.pid != os.getpid() and task.ticket in (0, 1, None) or task.ticket >= 0
+    assert task.started <= task.ended and task.duration >= 0 and task.peak_rss > 0
+    out = capsys.readouterr().out
+    assert "taskfarm report: finished" in out and "Add-19" in out and "20 done" in out
+
+
+def test_workers_are_reused_and_setup_runs_once_per_process() -> None:
+    report = taskfarm.batch_main({}, {"item": list(range(30))}, worker=CountingSetup,
+                                 scheduler=MaxThreadsScheduler(2), print_report=None)
+    pids = {t.result[0] for t in report.tasks}
+    assert 1 <= len(pids) <= 2  # two slots, reused task after task
+    assert {t.result[1] for t in report.tasks} == {1}  # setup_process ran once per process
+
+
+def test_isolated_mode_gives_each_task_a_fresh_process() -> None:
+    report = taskfarm.batch_main({}, {"item": list(range(6))}, worker=CountingSetup,
+                                 isolated=True, print_report=None)
+    assert len({t.result[0] for t in report.tasks}) == 6
+
+    class Lonely(CountingSetup):
+        isolated = True
+
+    report = taskfarm.batch_main({}, {"item": list(range(4))}, worker=Lonely,
+                                 print_report=None)
+    assert len({t.result[0] for t in report.tasks}) == 4
+
+
+def test_spawn_start_method() -> None:
+    report = taskfarm.batch_main({}, {"x": [1, 2, 3]}, worker=Add, start_method="spawn",
+                                 print_report=None)
+    assert sorted(report.results.values()) == [2, 3, 4]
+
+
+def test_boss_starts_halted_and_reports_pending(tmp_path: Path) -> None:
+    with taskfarm.Boss(workers=[Add]) as boss:
+        boss.set_instructions({}, {"x": [1, 2]})
+        report = boss.get_report(interim=True)
+        assert report.status is taskfarm.ReportStatus.PENDING
+        assert [p["x"] for p in report.pending] == [1, 2] and report.tasks == []
+        with pytest.raises(taskfarm.BossStateError, match="halted with work pending"):
+            boss.wait_till_finished()
+        boss.make_them_work()
+        final = boss.wait_till_finished()
+    assert final.status is taskfarm.ReportStatus.FINISHED and len(final.tasks) == 2
+
+
+def test_run_as_server_streams_reports_while_the_farm_runs(gate: Gate, mailbox: Mailbox) -> None:
+    boss = taskfarm.run_as_server({"gate": gate, "mailbox": mailbox},
+                                  {"label": ["a", "b"]}, scheduler=MaxThreadsScheduler(2),
+                                  worker=Blocker)
+    with boss:
+        mailbox.read(2)
+        gate.release(1)
+        first = next(boss.as_completed(timeout=30))
+        assert first.result in ("a", "b") and first.ok
+        # The farm keeps going while we consume; more instructions can come in.
+        boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": ["c"]},
+                              worker=Blocker)
+        gate.release(2)
+        rest = sorted(r.result for r in boss.as_completed(timeout=30))
+        assert sorted([first.result, *rest]) == ["a", "b", "c"]
+        assert list(boss.as_completed(timeout=30)) == []  # each report is yielded once
+        final = boss.wait_till_finished(timeout=30)
+    assert len(final.tasks) == 3
+
+
+def test_common_instructions_travel_once_and_can_be_big() -> None:
+    import numpy as np
+
+    data = np.arange(2_000_000, dtype=np.float64)  # 16 MB, sent once per process
+
+    class SumSlice(taskfarm.Worker):
+        data: np.ndarray
+        start: int
+
+        def task(self) -> float:
+            return float(self.data[self.start:self.start + 10].sum())
+
+    report = taskfarm.batch_main({"data": data}, {"start": [0, 10, 20]}, worker=SumSlice,
+                                 print_report=None)
+    assert [report[f"SumSlice-{i}"].result for i in range(3)] == [45.0, 145.0, 245.0]
+
+
+def test_big_result_comes_back_intact() -> None:
+    class Big(taskfarm.Worker):
+        size: int
+
+        def task(self) -> bytes:
+            return bytes(range(256)) * (self.size // 256)
+
+    report = taskfarm.batch_main({}, {"size": [8 << 20]}, worker=Big, print_report=None)
+    assert report.tasks[0].result == bytes(range(256)) * (32768)
+
+
+def test_worker_class_defined_in_main_travels_by_value(tmp_path: Path) -> None:
+    script = tmp_path / "farm.py"
+    script.write_text(textwrap.dedent("""
+        import taskfarm
+
+        class Triple(taskfarm.Worker):
+            x: int
+            def task(self):
+                return helper(self.x)
+
+        def helper(x):
+            return 3 * x
+
+        if __name__ == "__main__":
+            report = taskfarm.batch_main({}, {"x": [1, 2]}, print_report=None)
+            print(sorted(report.results.values()))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[3, 6]"
+
+
+def test_coerced_values_reach_the_worker() -> None:
+    report = taskfarm.batch_main({"factor": 4}, {"value": [1, 2]}, worker=Scale,
+                                 print_report=None)
+    assert report.results == {"Scale-0": 4.0, "Scale-1": 8.0}
+    assert all(type(r) is float for r in report.results.values())
+
+
+def test_bad_instructions_leave_running_work_alone(gate: Gate, mailbox: Mailbox) -> None:
+    with taskfarm.Boss(workers=[Blocker, Add]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": ["a"]})
+        boss.make_them_work()
+        mailbox.read(1)
+        for common, individual in [({}, {"x": [1, 2], "y": [1]}), ({"x": "nope"}, {}),
+                                   ({"label": "a", "gate": gate, "mailbox": mailbox,
+                                     "name": "Blocker-0"}, {})]:
+            with pytest.raises(taskfarm.InstructionError):
+                boss.set_instructions(common, individual)
+        assert boss.set_instructions({"x": 41}) == ["Add-1"]
+        gate.release(1)
+        report = boss.wait_till_finished(timeout=30)
+    assert sorted(t.name for t in report.tasks) == ["Add-1", "Blocker-0"]
+    assert all(t.ok for t in report.tasks)

@@ -1,0 +1,186 @@
+"""Worker classes and synchronisation helpers the tests share.
+
+Tests synchronise with worker processes through FIFOs, never through sleeps: a worker
+blocks reading a byte from a :class:`Gate` until the test writes one, and announces
+itself by writing a line to a :class:`Mailbox` the test reads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import threading
+from pathlib import Path
+from typing import Literal
+
+import taskfarm
+
+
+class Gate:
+    """A FIFO a worker waits on: ``wait()`` in the worker blocks until the test has
+    called ``release(n)`` for n waiting workers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        os.mkfifo(self.path)
+        # Held open read-write by the test, so neither side blocks on open().
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    def release(self, count: int = 1) -> None:
+        os.write(self._fd, b"x" * count)
+
+    def wait(self) -> None:
+        with open(self.path, "rb", buffering=0) as fifo:
+            fifo.read(1)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.path = state["path"]
+
+
+class Mailbox:
+    """A FIFO workers write lines to and the test reads, with a timeout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        os.mkfifo(self.path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        self._buffer = b""
+
+    def post(self, text: str) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.write(fd, text.encode() + b"\n")
+        finally:
+            os.close(fd)
+
+    def read(self, count: int = 1, timeout: float = 30.0) -> list[str]:
+        """The next ``count`` lines, waiting at most ``timeout`` seconds in all."""
+        lines: list[str] = []
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(lines) < count:
+            while b"\n" in self._buffer and len(lines) < count:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                lines.append(line.decode())
+            if len(lines) >= count:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise TimeoutError(f"mailbox: got {lines}, wanted {count} lines")
+            self._buffer += os.read(self._fd, 65536)
+        return lines
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.path = state["path"]
+        self._buffer = b""
+
+
+class Add(taskfarm.Worker):
+    """x + 1."""
+
+    x: int
+
+    def task(self) -> int:
+        return self.x + 1
+
+
+class Scale(taskfarm.Worker):
+    """factor * value, with a float declaration to test coercion."""
+
+    value: float
+    factor: float = 2.0
+    mode: Literal["mul", "div"] = "mul"
+
+    def task(self) -> float:
+        return self.value * self.factor if self.mode == "mul" else self.value / self.factor
+
+
+class Blocker(taskfarm.Worker):
+    """Announces itself, waits on a gate, then writes a side-effect file."""
+
+    gate: Gate
+    mailbox: Mailbox
+    label: str
+    out_dir: str = ""
+
+    def task(self) -> str:
+        self.mailbox.post(f"started {self.label} {os.getpid()}")
+        self.gate.wait()
+        if self.out_dir:
+            Path(self.out_dir, self.label).write_text("done")
+        return self.label
+
+
+class CountingSetup(taskfarm.Worker):
+    """Counts how often setup_process ran in this process."""
+
+    item: int
+    setups = 0
+
+    @classmethod
+    def setup_process(cls) -> None:
+        cls.setups += 1
+
+    def task(self) -> tuple[int, int]:
+        return os.getpid(), type(self).setups
+
+
+class WorkerBoom(Exception):
+    """An exception type of the tests' own, to check it is re-raised as itself."""
+
+
+class OddError(Exception):
+    """An exception whose constructor cannot be called again by unpickling."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"odd {a} {b}")
+
+
+class Misbehave(taskfarm.Worker):
+    """Ends in the way ``how`` says."""
+
+    how: Literal["ok", "raise", "sigkill", "exit3", "segfault", "unpicklable_result",
+                 "unpicklable_exception", "odd_exception"]
+    tag: int = 0
+
+    def task(self) -> object:
+        how = self.how
+        if how == "raise":
+            raise_boom(self.tag)
+        if how == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if how == "exit3":
+            os._exit(3)
+        if how == "segfault":
+            ctypes.string_at(0)
+        if how == "unpicklable_result":
+            return threading.Lock()
+        if how == "unpicklable_exception":
+            exc = WorkerBoom("carries a lock")
+            exc.lock = threading.Lock()
+            raise exc
+        if how == "odd_exception":
+            raise OddError(1, 2)
+        return self.tag
+
+
+def raise_boom(tag: int) -> None:
+    """A named frame that must show up in the re-raised traceback."""
+    raise WorkerBoom(f"boom {tag}")
