@@ -121,9 +121,9 @@ def test_stop_listening_leaves_running_tasks_to_finish_alone(gate: Gate, mailbox
         assert report.status is taskfarm.ReportStatus.STOPPED
         assert sorted(report.running) == ["t_a", "t_b"]
         assert [p["name"] for p in report.pending] == ["t_c"]
-        assert all(psutil.pid_exists(p) for p in pids)  # still working, on their own
+        procs = [psutil.Process(p) for p in pids]  # still working, on their own
         gate.release(2)
-        psutil.wait_procs([psutil.Process(p) for p in pids], timeout=30)
+        psutil.wait_procs(procs, timeout=30)
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # they did finish
 
 
