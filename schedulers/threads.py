@@ -36,6 +36,6 @@ class MaxThreadsScheduler(BaseScheduler):
         if chosen:
             taken = {w.get("scheduler_ticket") for w in workers.values()}
             free = (t for t in range(self.max_threads) if t not in taken)
-            for instructions, ticket in zip(chosen, free):
+            for instructions, ticket in zip(chosen, free, strict=False):
                 instructions["scheduler_ticket"] = ticket
         return chosen, pending_instructions[room:]

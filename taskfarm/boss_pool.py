@@ -30,8 +30,16 @@ START_METHODS = ("fork", "spawn")
 class WorkerProcess:
     """The boss's handle on one worker process."""
 
-    __slots__ = ("classes", "commons", "pid", "pidfd", "result_conn", "task", "task_conn",
-                 "isolated")
+    __slots__ = (
+        "classes",
+        "commons",
+        "isolated",
+        "pid",
+        "pidfd",
+        "result_conn",
+        "task",
+        "task_conn",
+    )
 
     def __init__(self, pid: int, pidfd: int, task_conn: Connection, result_conn: Connection,
                  isolated: bool) -> None:

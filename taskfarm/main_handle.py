@@ -239,8 +239,9 @@ class Boss:
         if inbox.died is not None:
             raise inbox.died
         if inbox.goodbye is not None:
+            why = inbox.goodbye.reason.splitlines()[0]
             raise BossStateError(f"cannot {doing}: {self.name} has exited "
-                                 f"({inbox.goodbye.status}: {inbox.goodbye.reason.splitlines()[0]})")
+                                 f"({inbox.goodbye.status}: {why})")
         if force:
             inbox.thread.join(BOSS_EXIT_WAIT)
             self._raise_if_gone(doing)

@@ -13,7 +13,7 @@ from typing import Any
 __all__ = ["Report", "ReportStatus", "TaskReport", "TaskStatus"]
 
 
-class TaskStatus(str, enum.Enum):
+class TaskStatus(enum.StrEnum):
     """The terminal state of a task; a task has exactly one, and it never changes."""
 
     DONE = "done"            # task() returned; ``result`` holds its value
@@ -26,7 +26,7 @@ class TaskStatus(str, enum.Enum):
         return self.value
 
 
-class ReportStatus(str, enum.Enum):
+class ReportStatus(enum.StrEnum):
     """Where the whole farm stands when a report is made."""
 
     INTERIM = "interim"      # the boss is working; more will come

@@ -25,6 +25,7 @@ and ``accept_undeclared`` (receive keys the class does not declare).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import typing
 import weakref
@@ -147,7 +148,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
     for klass in reversed(cls.__mro__):
         module = sys.modules.get(klass.__module__)
         namespace = dict(vars(module)) if module is not None else {}
-        for name, annotation in klass.__dict__.get("__annotations__", {}).items():
+        for name, annotation in inspect.get_annotations(klass).items():
             if isinstance(annotation, str):
                 try:
                     annotation = eval(annotation, namespace, dict(vars(klass)))

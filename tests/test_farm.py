@@ -23,7 +23,7 @@ def test_batch_main_runs_every_set_and_prints_the_report(capsys: pytest.CaptureF
     task = report["Add-3"]
     assert task.ok and task.result == 4 and task.worker == "Add"
     assert task.instructions == {"x": 3, "name": "Add-3"}
-    assert task.pid != os.getpid() and task.ticket in (0, 1, None) or task.ticket >= 0
+    assert (task.pid != os.getpid() and task.ticket in (0, 1, None)) or task.ticket >= 0
     assert task.started <= task.ended and task.duration >= 0 and task.peak_rss > 0
     out = capsys.readouterr().out
     assert "taskfarm report: finished" in out and "Add-19" in out and "20 done" in out

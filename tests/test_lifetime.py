@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path: Path, gate: Gate, mailbox: Mailbox, how: str) -> tuple[subprocess.Popen[str], int]:
+def _run(tmp_path: Path, gate: Gate, mailbox: Mailbox,
+         how: str) -> tuple[subprocess.Popen[str], int]:
     script = tmp_path / "main.py"
     script.write_text(SCRIPT.format(tests=str(TESTS)))
     proc = subprocess.Popen([sys.executable, str(script), gate.path, mailbox.path, how],

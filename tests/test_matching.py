@@ -49,7 +49,8 @@ def test_common_alone_makes_one_set_and_nothing_makes_none() -> None:
 
 
 def test_mismatched_lengths_name_each_list() -> None:
-    with pytest.raises(taskfarm.InstructionError, match=r"different lengths \(value: 2, factor: 3\)"):
+    with pytest.raises(taskfarm.InstructionError,
+                       match=r"different lengths \(value: 2, factor: 3\)"):
         _prepare({}, {"value": [1.0, 2.0], "factor": [1.0, 2.0, 3.0]})
 
 
@@ -99,7 +100,8 @@ def test_safe_coercions_only() -> None:
 
 def test_literal_values_are_the_allowed_set() -> None:
     assert _prepare({"value": 1.0, "mode": "div"}).tasks[0].worker is Scale
-    with pytest.raises(taskfarm.NoMatchingWorkerError, match=r"'mode' must be one of \['mul', 'div'\]"):
+    with pytest.raises(taskfarm.NoMatchingWorkerError,
+                       match=r"'mode' must be one of \['mul', 'div'\]"):
         _prepare({"value": 1.0, "mode": "add"})
 
 
@@ -110,7 +112,7 @@ def test_several_matches_is_an_error_and_worker_chooses() -> None:
         def task(self) -> int:
             return self.x
 
-    with pytest.raises(taskfarm.AmbiguousWorkerError, match="Add, .*Twin"):
+    with pytest.raises(taskfarm.AmbiguousWorkerError, match=r"Add, .*Twin"):
         _prepare({"x": 1}, workers=[Add, Twin])
     assert _prepare({"x": 1}, workers=[Add, Twin], worker=Twin).tasks[0].worker is Twin
     assert _prepare({"x": 1}, workers=[Add, Twin], worker=Add).tasks[0].worker is Add
@@ -157,5 +159,5 @@ def test_declarations() -> None:
 
 
 def test_worker_class_must_be_a_worker() -> None:
-    with pytest.raises(taskfarm.InstructionTypeError, match="not a taskfarm.Worker subclass"):
+    with pytest.raises(taskfarm.InstructionTypeError, match=r"not a taskfarm\.Worker subclass"):
         _prepare({"x": 1}, worker=int)
