@@ -20,7 +20,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
-from . import protocol, worker_process
+from . import protocol, worker  # noqa: F401 - preloaded so forked workers need not import it
+from . import worker_process
 from .processes import ExitInfo, die_with_parent, reap, terminate
 from .protocol import Outcome, RunTask
 
