@@ -18,12 +18,13 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from multiprocessing.connection import Connection
 
-from . import protocol, worker  # noqa: F401 - preloaded so forked workers need not import it
-from . import worker_process
+from . import (
+    worker,  # noqa: F401 - preloaded so forked workers need not import it
+    worker_process,
+)
 from .processes import ExitInfo, die_with_parent, reap, terminate
-from .protocol import Outcome, RunTask
+from .protocol import Channel, Outcome, RunTask
 
 START_METHODS = ("fork", "spawn")
 
@@ -42,12 +43,12 @@ class WorkerProcess:
         "task_conn",
     )
 
-    def __init__(self, pid: int, pidfd: int, task_conn: Connection, result_conn: Connection,
+    def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
         self.pid = pid
         self.pidfd = pidfd
-        self.task_conn: Connection | None = task_conn
-        self.result_conn: Connection | None = result_conn
+        self.task_conn: Channel | None = task_conn
+        self.result_conn: Channel | None = result_conn
         self.isolated = isolated
         self.classes: set[int] = set()     # Worker classes this process holds
         self.commons: set[int] = set()     # common-instruction batches it holds
@@ -79,8 +80,8 @@ class Pool:
         finally:
             os.close(task_r)
             os.close(result_w)
-        proc = WorkerProcess(pid, os.pidfd_open(pid), Connection(task_w, readable=False),
-                             Connection(result_r, writable=False), isolated)
+        proc = WorkerProcess(pid, os.pidfd_open(pid), Channel(task_w), Channel(result_r),
+                             isolated)
         self.procs[pid] = proc
         return proc
 
@@ -93,8 +94,8 @@ class Pool:
     def dispatch(self, proc: WorkerProcess, msg: RunTask) -> bool:
         """Send a task; False when the process is already gone (its sentinel will say how)."""
         try:
-            protocol.send(proc.task_conn, msg)
-        except (BrokenPipeError, ConnectionResetError, OSError):
+            proc.task_conn.send(msg)
+        except OSError:
             return False
         proc.classes.add(msg.class_key)
         proc.commons.add(msg.batch_id)
@@ -104,7 +105,7 @@ class Pool:
     def receive(self, proc: WorkerProcess) -> Outcome | None:
         """One outcome from a process whose result pipe is readable; None at EOF."""
         try:
-            return protocol.recv(proc.result_conn)
+            return proc.result_conn.recv()
         except (EOFError, OSError):
             return None
 
@@ -112,8 +113,8 @@ class Pool:
         """An outcome the process wrote before it ended, if any."""
         conn = proc.result_conn
         try:
-            if conn is not None and conn.poll(0):
-                return protocol.recv(conn)
+            if conn is not None and conn.poll():
+                return conn.recv()
         except (EOFError, OSError):
             pass
         return None
@@ -162,8 +163,7 @@ def _fork(task_r: int, result_w: int) -> int:
     try:
         _close_all_but(task_r, result_w)
         die_with_parent()
-        worker_process.serve(Connection(task_r, writable=False),
-                             Connection(result_w, readable=False))
+        worker_process.serve(Channel(task_r), Channel(result_w))
         code = 0
     except BaseException:
         traceback.print_exc()

@@ -38,7 +38,6 @@ import signal
 import sys
 import time
 import traceback
-from multiprocessing.connection import Connection
 from typing import Any
 
 from . import protocol
@@ -46,6 +45,7 @@ from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
 from .protocol import (
     AddTasks,
+    Channel,
     Configure,
     Control,
     Goodbye,
@@ -67,7 +67,7 @@ class _ParentGone(Exception):
 class BossLoop:
     """The boss's state and its event loop; see the module docstring."""
 
-    def __init__(self, control: Connection, reports: Connection, parent_fd: int,
+    def __init__(self, control: Channel, reports: Channel, parent_fd: int,
                  config: Configure) -> None:
         self.control = control
         self.reports = reports
@@ -94,15 +94,19 @@ class BossLoop:
 
     def run(self) -> Goodbye:
         """Serve until told to exit; returns the goodbye to send."""
-        while self.result is None:
-            for fd, _ in self.poller.poll():
-                handler = self.handlers.get(fd)
-                if handler is not None:
-                    handler(fd)
+        if self.control.buffered:  # messages that came in with Configure
+            self._on_control(self.control.fd)
+        while True:
             if self.result is None:
                 self._launch()
                 self._check_done()
             self._flush()
+            if self.result is not None:
+                break
+            for fd, _ in self.poller.poll():
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    handler(fd)
         status, reason = self.result
         pending = tuple(t.tid for t in self.book.pending.tasks())
         return Goodbye(status, reason, pending)
@@ -131,14 +135,19 @@ class BossLoop:
     # ---- main program -----------------------------------------------------------------
 
     def _on_control(self, fd: int) -> None:
-        try:
-            msg = protocol.recv(self.control)
-        except (EOFError, OSError):
-            raise _ParentGone from None
-        if isinstance(msg, AddTasks):
-            self._add_tasks(msg)
-        elif isinstance(msg, Control):
-            self._on_signal(msg)
+        # Several messages may come in one read: handle every one already buffered,
+        # since poll() cannot see them.
+        while True:
+            try:
+                msg = self.control.recv()
+            except (EOFError, OSError):
+                raise _ParentGone from None
+            if isinstance(msg, AddTasks):
+                self._add_tasks(msg)
+            elif isinstance(msg, Control):
+                self._on_signal(msg)
+            if not self.control.buffered or self.result is not None:
+                return
 
     def _on_parent_gone(self, fd: int) -> None:
         raise _ParentGone
@@ -301,8 +310,8 @@ class BossLoop:
 
     def _send(self, msg: Any) -> None:
         try:
-            protocol.send(self.reports, msg)
-        except (BrokenPipeError, OSError):
+            self.reports.send(msg)
+        except OSError:
             raise _ParentGone from None
 
     # ---- ending -----------------------------------------------------------------------
@@ -329,8 +338,8 @@ def main(argv: list[str]) -> int:
     """Entry point: ``python -m taskfarm.boss_process CONTROL_FD REPORT_FD PARENT_PID``."""
     control_fd, report_fd, parent_pid = (int(a) for a in argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
-    control = Connection(control_fd, writable=False)
-    reports = Connection(report_fd, readable=False)
+    control = Channel(control_fd)
+    reports = Channel(report_fd)
     try:
         parent_fd = os.pidfd_open(parent_pid)
     except ProcessLookupError:
@@ -338,7 +347,7 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent_pid:
         return 0
     try:
-        config = protocol.recv(control)
+        config = control.recv()
     except (EOFError, OSError):
         return 0
     sys.path[:] = config.sys_path

@@ -17,12 +17,10 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from multiprocessing.connection import Connection
 from typing import Any, Literal
 
 import cloudpickle
 
-from . import protocol
 from .boss_pool import START_METHODS
 from .errors import (
     BossStateError,
@@ -33,7 +31,7 @@ from .errors import (
 from .main_inbox import Inbox, TaskRecord
 from .main_instructions import PreparedBatch, prepare, resolve_worker
 from .processes import BOSS_EXIT_WAIT
-from .protocol import AddTasks, Configure, Control, Signal, TaskSpec, WorkerClassSpec
+from .protocol import AddTasks, Channel, Configure, Control, Signal, TaskSpec, WorkerClassSpec
 from .report import Report, ReportStatus, TaskReport, TaskStatus
 from .worker import Worker
 
@@ -105,8 +103,8 @@ class Boss:
         finally:
             os.close(control_r)
             os.close(report_w)
-        self._control = Connection(control_w, readable=False)
-        self._inbox = Inbox(Connection(report_r, writable=False), self._proc, self._records)
+        self._control = Channel(control_w)
+        self._inbox = Inbox(Channel(report_r), self._proc, self._records)
         self._inbox.thread.start()
         self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
                              verbose, self.name))
@@ -163,7 +161,7 @@ class Boss:
         with self._send_lock:
             self._check_open("give instructions")
             for frame in messages:
-                self._control.send_bytes(frame)
+                self._control.send_pickled(frame)
 
     # ---- control signals --------------------------------------------------------------
 
@@ -225,7 +223,7 @@ class Boss:
         with self._send_lock:
             self._check_open("send to the boss")
             try:
-                self._control.send_bytes(frame)
+                self._control.send_pickled(frame)
             except OSError:
                 self._raise_if_gone("send to the boss", force=True)
 
@@ -374,14 +372,14 @@ class Boss:
         return f"<Boss {self.name} pid={self.pid} {state} tasks={len(self._records)}>"
 
 
-def _close(proc: subprocess.Popen[bytes], control: Connection, inbox: Inbox,
+def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
            lock: threading.Lock) -> None:
     """Stop the boss if it still runs, wait for it, release the pipes."""
     with lock:
         if not control.closed:
             if not inbox.closed:
                 with contextlib.suppress(OSError):
-                    control.send_bytes(_dumps_message(Control(Signal.STOP_RIGHTNOW)))
+                    control.send_pickled(_dumps_message(Control(Signal.STOP_RIGHTNOW)))
             control.close()  # EOF: the boss stops everything even if the signal was lost
     lingering = inbox.goodbye is not None and inbox.goodbye.reason.startswith("STOP_LISTENING")
     if not lingering:
@@ -403,7 +401,7 @@ def _dumps(what: str, value: Any) -> bytes:
 
 
 def _dumps_message(msg: Any) -> bytes:
-    """One frame (no out-of-band buffers) of a message holding user values."""
+    """The pickle of a message holding user values (cloudpickle where pickle fails)."""
     try:
         body = pickle.dumps(msg, protocol=5)
     except Exception:
@@ -412,7 +410,7 @@ def _dumps_message(msg: Any) -> bytes:
         except Exception as exc:
             raise InstructionError(f"instructions cannot be pickled to send to the boss: "
                                    f"{type(exc).__name__}: {exc}") from exc
-    return protocol.single_frame(body)
+    return body
 
 
 def _boss_environment() -> dict[str, str]:

@@ -13,15 +13,13 @@ import pickle
 import subprocess
 import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 import tblib
 
-from . import protocol
 from .errors import BossDiedError, RemoteTaskError, WorkerKilledError
 from .processes import signal_name
-from .protocol import Goodbye, Outcome, Outcomes, Snapshot
+from .protocol import Channel, Goodbye, Outcome, Outcomes, Snapshot
 from .report import TaskReport, TaskStatus
 
 
@@ -41,7 +39,7 @@ class TaskRecord:
 class Inbox:
     """Reports, snapshots and the goodbye received from one boss, behind a condition."""
 
-    def __init__(self, conn: Connection, proc: subprocess.Popen[bytes],
+    def __init__(self, conn: Channel, proc: subprocess.Popen[bytes],
                  records: dict[int, TaskRecord]) -> None:
         self.conn = conn
         self.proc = proc
@@ -64,7 +62,7 @@ class Inbox:
         conn = self.conn
         try:
             while True:
-                msg = protocol.recv(conn)
+                msg = conn.recv()
                 if isinstance(msg, Outcomes):
                     reports = [self._report(o) for o in msg.outcomes]
                     with self.cond:

@@ -6,10 +6,11 @@ dataclasses because they sit on the hot path of every task: a NamedTuple pickles
 unpickles in half the time of a frozen slotted dataclass (about 3 µs against 6 µs
 each way for a task message), and that is a quarter of the per-task budget.
 
-Each message goes out as one frame of pickle protocol 5. Large ``bytes`` values
-inside a message (a big result, a big common instruction blob) are wrapped in a
-``PickleBuffer`` and sent as frames of their own after the header, so they are never
-copied into the header pickle: a 500 MB result is written from the buffer it lives in.
+Messages travel over :class:`Channel`s (one direction of a pipe each) as pickle
+protocol 5. Large ``bytes`` values inside a message (a big result, big common
+instructions) are wrapped in a ``PickleBuffer`` and written after the header from the
+memory they live in, and read straight into their final buffer: a 500 MB result is
+never copied into a header pickle nor through a small read buffer.
 
 User values (instructions, results, exceptions) are never pickled by this module: the
 side that owns them turns them into ``bytes`` blobs first (with cloudpickle where
@@ -19,14 +20,11 @@ plain pickle fails), so the boss forwards results without unpickling user classe
 from __future__ import annotations
 
 import enum
+import os
 import pickle
+import select
 import struct
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
-
-# A bytes value at least this large travels as a frame of its own.
-OUT_OF_BAND_MIN = 1 << 20
-_COUNT = struct.Struct("!I")
 
 
 class Signal(enum.Enum):
@@ -150,31 +148,116 @@ class Goodbye(NamedTuple):
 
 
 # ---- framing ------------------------------------------------------------------------
+#
+# A message is an 8-byte header (pickle length, number of out-of-band buffers), one
+# 8-byte length per buffer, the pickle, then each buffer. With every length known up
+# front, the reader allocates each buffer once and reads into it directly.
 
-def dumps(msg: Any) -> list[bytes | pickle.PickleBuffer]:
-    """Frames of one message: a count-prefixed header, then out-of-band buffers."""
-    buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
-    return [_COUNT.pack(len(buffers)) + head, *buffers]
-
-
-def single_frame(body: bytes) -> bytes:
-    """The frame of a message pickled by its sender (no out-of-band buffers)."""
-    return _COUNT.pack(0) + body
-
-
-def send(conn: Connection, msg: Any) -> None:
-    """Send one message; large blobs inside it are written without a copy."""
-    for frame in dumps(msg):
-        conn.send_bytes(frame)
+_HEAD = struct.Struct("!II")      # pickle length, buffer count
+_SIZE = struct.Struct("!Q")       # one buffer's length
+_READ_CHUNK = 1 << 16
+# A bytes value at least this large travels out of band (see blob()).
+OUT_OF_BAND_MIN = 1 << 20
 
 
-def recv(conn: Connection) -> Any:
-    """Receive one message sent by :func:`send`. Raises EOFError at end of stream."""
-    head = conn.recv_bytes()
-    (count,) = _COUNT.unpack_from(head)
-    buffers = [conn.recv_bytes() for _ in range(count)]
-    return pickle.loads(memoryview(head)[_COUNT.size:], buffers=buffers)
+class Channel:
+    """One end of a pipe carrying framed messages: ``send`` on a write end, ``recv``
+    on a read end. Reads are buffered, so a small message costs one system call; when
+    several messages arrive at once, ``buffered`` says one is waiting in the buffer
+    (a ``poll()`` on the descriptor would not see it)."""
+
+    __slots__ = ("_buf", "fd")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = bytearray()
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    @property
+    def buffered(self) -> bool:
+        """True when bytes of a next message are already read."""
+        return bool(self._buf)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def send(self, msg: Any) -> None:
+        """Send one message; large blobs inside it (see :func:`blob`) are written from
+        their own memory, never copied into the header."""
+        buffers: list[pickle.PickleBuffer] = []
+        head = pickle.dumps(msg, protocol=5, buffer_callback=buffers.append)
+        self.send_pickled(head, [b.raw() for b in buffers])
+
+    def send_pickled(self, head: bytes, buffers: list[memoryview] | None = None) -> None:
+        """Send a message its sender pickled itself (with cloudpickle, say)."""
+        if self.fd < 0:
+            raise BrokenPipeError("channel is closed")
+        if not buffers:
+            _write_all(self.fd, _HEAD.pack(len(head), 0) + head)
+            return
+        sizes = b"".join(_SIZE.pack(b.nbytes) for b in buffers)
+        _write_all(self.fd, _HEAD.pack(len(head), len(buffers)) + sizes + head)
+        for buffer in buffers:
+            _write_all(self.fd, buffer)
+
+    def recv(self) -> Any:
+        """Receive one message. Raises EOFError when the writer has gone."""
+        length, count = _HEAD.unpack(self._read(_HEAD.size))
+        sizes = [_SIZE.unpack(self._read(_SIZE.size))[0] for _ in range(count)]
+        head = self._read(length)
+        buffers = [self._read(size) for size in sizes]
+        return pickle.loads(head, buffers=buffers)
+
+    def poll(self) -> bool:
+        """True when ``recv`` would not block for the start of a message."""
+        if self._buf:
+            return True
+        ready, _, _ = select.select([self.fd], [], [], 0)
+        return bool(ready)
+
+    def _read(self, size: int) -> bytes | bytearray:
+        buf = self._buf
+        if len(buf) >= size:
+            data = bytes(buf[:size])
+            del buf[:size]
+            return data
+        if size >= OUT_OF_BAND_MIN:  # read straight into the final buffer
+            out = bytearray(size)
+            have = len(buf)
+            out[:have] = buf
+            buf.clear()
+            view = memoryview(out)
+            while have < size:
+                got = os.readv(self.fd, [view[have:]])
+                if got == 0:
+                    raise EOFError("channel closed in the middle of a message")
+                have += got
+            return out
+        while len(buf) < size:
+            chunk = os.read(self.fd, max(_READ_CHUNK, size - len(buf)))
+            if not chunk:
+                if buf:
+                    raise EOFError("channel closed in the middle of a message")
+                raise EOFError("channel closed")
+            buf += chunk
+        data = bytes(buf[:size])
+        del buf[:size]
+        return data
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def blob(data: bytes) -> bytes | pickle.PickleBuffer:

@@ -20,7 +20,6 @@ import signal
 import sys
 import time
 import traceback
-from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
@@ -28,7 +27,7 @@ import tblib
 
 from . import protocol
 from .processes import die_with_parent
-from .protocol import Outcome, RunTask
+from .protocol import Channel, Outcome, RunTask
 
 
 def dumps_user(value: Any) -> bytes:
@@ -107,20 +106,20 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
                    state.pid, ticket, started, ended, _peak_rss())
 
 
-def serve(task_conn: Connection, result_conn: Connection) -> None:
+def serve(task_conn: Channel, result_conn: Channel) -> None:
     """Run tasks until the boss closes the task pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = _State()
-    recv, send = protocol.recv, protocol.send
+    recv, send = task_conn.recv, result_conn.send
     while True:
         try:
-            msg = recv(task_conn)
+            msg = recv()
         except (EOFError, OSError):
             return
         outcome = run_task(state, msg)
         try:
-            send(result_conn, outcome)
-        except (BrokenPipeError, OSError):
+            send(outcome)
+        except OSError:
             return
         finally:
             del msg, outcome
@@ -133,7 +132,7 @@ def main(argv: list[str]) -> None:
     die_with_parent()
     if os.getppid() != boss_pid:  # the boss died before the death signal was set
         return
-    serve(Connection(task_fd, writable=False), Connection(result_fd, readable=False))
+    serve(Channel(task_fd), Channel(result_fd))
 
 
 if __name__ == "__main__":
