@@ -34,7 +34,17 @@ Launch = tuple[Sequence[Instructions], Sequence[Instructions]]
 
 
 class BaseScheduler:
-    """Base class of schedulers: override :meth:`launchable`."""
+    """Base class of schedulers: override :meth:`launchable`.
+
+    ``prefetch``: True when the rule only counts the tasks running at once (never
+    their resources nor their order of completion). The boss may then hand each busy
+    worker process its next task ahead of time, asking ``launchable`` with that
+    process's current task left out of ``workers``: the worker starts it the moment
+    the current one ends, without waiting for the boss. Concurrency is unchanged (a
+    process runs one task at a time). Leave it False for any rule about resources.
+    """
+
+    prefetch: bool = False
 
     def launchable(self, pending_instructions: Sequence[Instructions],
                    workers: Mapping[str, Instructions], report: Any) -> Launch:

@@ -16,8 +16,11 @@ class MaxThreadsScheduler(BaseScheduler):
 
     ``max_threads=0`` means one per CPU this process may use (affinity mask and cgroup
     quota, see :func:`schedulers.cpus.available_cpus`). Each launched task gets the
-    lowest free ``scheduler_ticket`` in ``0..max_threads-1``.
+    lowest free ``scheduler_ticket`` in ``0..max_threads-1``. It only counts tasks, so
+    it allows prefetching (see :class:`BaseScheduler`).
     """
+
+    prefetch = True
 
     def __init__(self, max_threads: int = 0) -> None:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int):

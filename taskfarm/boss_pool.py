@@ -18,13 +18,15 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections import deque
+from typing import Any
 
 from . import (
     worker,  # noqa: F401 - preloaded so forked workers need not import it
     worker_process,
 )
 from .processes import ExitInfo, die_with_parent, reap, terminate
-from .protocol import Channel, Outcome, RunTask
+from .protocol import Channel, Outcome, RunTask, Skip
 
 START_METHODS = ("fork", "spawn")
 
@@ -32,16 +34,8 @@ START_METHODS = ("fork", "spawn")
 class WorkerProcess:
     """The boss's handle on one worker process."""
 
-    __slots__ = (
-        "classes",
-        "commons",
-        "isolated",
-        "pid",
-        "pidfd",
-        "result_conn",
-        "task",
-        "task_conn",
-    )
+    __slots__ = ("classes", "commons", "isolated", "pid", "pidfd", "result_conn", "task_conn",
+                 "tasks", "watched")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
@@ -52,10 +46,12 @@ class WorkerProcess:
         self.isolated = isolated
         self.classes: set[int] = set()     # Worker classes this process holds
         self.commons: set[int] = set()     # common-instruction batches it holds
-        self.task = None                   # the Task it runs, if any
+        # The Task it runs first, then at most one queued behind it (prefetch).
+        self.tasks: deque[Any] = deque()
+        self.watched = (result_conn.fileno(), pidfd)   # what the boss polls for it
 
     def __repr__(self) -> str:
-        return f"<WorkerProcess pid={self.pid} task={getattr(self.task, 'tid', None)}>"
+        return f"<WorkerProcess pid={self.pid} tasks={[t.tid for t in self.tasks]}>"
 
 
 class Pool:
@@ -101,6 +97,13 @@ class Pool:
         proc.commons.add(msg.batch_id)
         proc.commons.difference_update(msg.forget)
         return True
+
+    def skip(self, proc: WorkerProcess, tid: int) -> None:
+        """Ask a process not to start a task queued in its pipe, if it has not yet."""
+        try:
+            proc.task_conn.send(Skip(tid))
+        except OSError:
+            pass
 
     def receive(self, proc: WorkerProcess) -> Outcome | None:
         """One outcome from a process whose result pipe is readable; None at EOF."""

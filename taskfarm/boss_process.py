@@ -38,6 +38,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import protocol
@@ -64,6 +65,27 @@ class _ParentGone(Exception):
     """The main program is gone: stop everything, say nothing."""
 
 
+class _Without(Mapping[str, Any]):
+    """A read-only view of a mapping without one key: the running tasks as they will
+    be once a given one has ended, for a prefetching scheduler. O(1) to make."""
+
+    __slots__ = ("_key", "_mapping")
+
+    def __init__(self, mapping: Mapping[str, Any], key: str) -> None:
+        self._mapping, self._key = mapping, key
+
+    def __getitem__(self, key: str) -> Any:
+        if key == self._key:
+            raise KeyError(key)
+        return self._mapping[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._mapping if k != self._key)
+
+    def __len__(self) -> int:
+        return len(self._mapping) - (self._key in self._mapping)
+
+
 class BossLoop:
     """The boss's state and its event loop; see the module docstring."""
 
@@ -87,6 +109,9 @@ class BossLoop:
         self.poller = select.poll()
         self.handlers: dict[int, Any] = {}
         self.fd_owner: dict[int, WorkerProcess] = {}   # result fd / pidfd -> its process
+        self.prefetch = bool(getattr(self.scheduler, "prefetch", False))
+        self.unfed: set[WorkerProcess] = set()   # busy pool processes with nothing queued
+        self.skipping: set[int] = set()          # queued tasks asked back with a Skip
         self._watch(control.fileno(), self._on_control)
         self._watch(parent_fd, self._on_parent_gone)
 
@@ -166,19 +191,23 @@ class BossLoop:
         sig = msg.signal
         if sig is Signal.HALT:
             self.halted = True
+            self._take_back_queued()
         elif sig is Signal.RESUME:
             self.halted = False
         elif sig is Signal.SEND_REPORT:
             self._flush()
             running = tuple((t.tid, t.worker.pid if t.worker else None,
                              t.instructions.get("scheduler_ticket"), t.started or 0.0)
-                            for t in self.book.running.values())
+                            for t in self.book.running.values()
+                            if t.state is TaskState.RUNNING)
             self._send(Snapshot(msg.seq, "halted" if self.halted else "running", running))
         elif sig is Signal.END:
             self.ending = True
         elif sig is Signal.STOP:
             self.stopping = True
+            self._take_back_queued()
         elif sig is Signal.STOP_LISTENING:
+            self._leave_to_workers()
             self._exit("stopped", "STOP_LISTENING: running tasks were left to finish alone")
         elif sig is Signal.STOP_RIGHTNOW:
             self._cancel_running("STOP_RIGHTNOW")
@@ -194,68 +223,129 @@ class BossLoop:
         for item in chosen:
             task = book.lookup(item)
             if task is not None:
-                self._start(task)
+                self._start(task, None)
+        if self.prefetch:
+            self._prefetch()
 
-    def _start(self, task: Task) -> None:
+    def _prefetch(self) -> None:
+        """Give each busy pool process its next task now, so that it starts the moment
+        the current one ends (only with a scheduler that allows it, see
+        BaseScheduler.prefetch). The scheduler is asked as if the process's current
+        task had ended."""
+        book = self.book
+        while self.unfed and book.pending:
+            proc = self.unfed.pop()
+            if len(proc.tasks) != 1 or proc.task_conn is None:
+                continue
+            current = proc.tasks[0]
+            others = _Without(book.running_view, current.name)
+            chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
+            task = book.lookup(chosen[0]) if chosen else None
+            if task is not None:
+                self._start(task, proc)
+
+    def _start(self, task: Task, behind: WorkerProcess | None) -> None:
+        """Hand ``task`` to an idle (or new) process, or queue it ``behind`` the task a
+        busy process runs."""
         spec = self.classes[task.class_key]
-        isolated = spec.isolated or self.config.isolated
-        proc = self.pool.take_idle(isolated)
-        if proc.pidfd not in self.fd_owner:  # a new process: watch its pipe and sentinel
-            for fd, handler in ((proc.result_conn.fileno(), self._on_result),
-                                (proc.pidfd, self._on_exit)):
-                self._watch(fd, handler)
-                self.fd_owner[fd] = proc
-        started = time.time()
-        self.book.start(task, started)
-        proc.task = task
+        if behind is None:
+            proc = self.pool.take_idle(spec.isolated or self.config.isolated)
+            if proc.pidfd not in self.fd_owner:  # a new process: watch pipe and sentinel
+                for fd, handler in ((proc.result_conn.fileno(), self._on_result),
+                                    (proc.pidfd, self._on_exit)):
+                    self._watch(fd, handler)
+                    self.fd_owner[fd] = proc
+        else:
+            proc = behind
+        self.book.launch(task, behind is not None, time.time())
+        proc.tasks.append(task)
         task.worker = proc
+        if behind is None and not proc.isolated:
+            self.unfed.add(proc)
         batch = task.batch_id
         forget = tuple(b for b in proc.commons if b not in self.commons)
         msg = RunTask(task.tid, task.class_key, batch, dict(task.instructions),
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
                       forget)
-        if not self.pool.dispatch(proc, msg):
-            pass  # the process died; its pidfd fires and the task ends 'killed'
+        # On failure the process is gone: its pidfd fires and the task ends 'killed'.
+        self.pool.dispatch(proc, msg)
         if self.config.verbose:
-            print(f"[taskfarm boss] launched {task.name} on pid {proc.pid}", file=sys.stderr)
+            how = "queued" if behind is not None else "launched"
+            print(f"[taskfarm boss] {how} {task.name} on pid {proc.pid}", file=sys.stderr)
+
+    def _take_back_queued(self) -> None:
+        """HALT, STOP: ask every process to drop the task queued behind its current one
+        (if it has not started, it comes back as pending)."""
+        for proc in self.pool.procs.values():
+            for task in list(proc.tasks)[1:]:
+                if task.tid not in self.skipping and proc.task_conn is not None:
+                    self.skipping.add(task.tid)
+                    self.pool.skip(proc, task.tid)
+        self.unfed.clear()
 
     # ---- workers ----------------------------------------------------------------------
 
     def _on_result(self, fd: int) -> None:
         proc = self.fd_owner[fd]
-        outcome = self.pool.receive(proc)
-        if outcome is None:           # EOF: the pidfd will tell how it ended
-            self._unwatch(fd)
-            return
-        self._task_outcome(proc, outcome)
+        while True:
+            outcome = self.pool.receive(proc)
+            if outcome is None:           # EOF: the pidfd will tell how it ended
+                self._unwatch(fd)
+                return
+            self._task_outcome(proc, outcome)
+            # Two outcomes (a task and the one queued behind it) can come in one read;
+            # poll() cannot see the second in our buffer.
+            if proc.result_conn is None or not proc.result_conn.buffered:
+                break
         if proc.isolated:
             self.pool.release(proc)
         elif proc.task_conn is not None:
-            self.pool.idle.append(proc)
+            if not proc.tasks:
+                self.pool.idle.append(proc)
+            elif len(proc.tasks) == 1:
+                self.unfed.add(proc)
 
     def _on_exit(self, fd: int) -> None:
         proc = self.fd_owner[fd]
-        late = self.pool.drain(proc)
-        if late is not None:
+        while (late := self.pool.drain(proc)) is not None:
             self._task_outcome(proc, late)
-        task = proc.task
         self._unwatch_process(proc)
+        self.unfed.discard(proc)
         info = self.pool.forget(proc)
-        if task is not None:
-            self._finish(task, Outcome(task.tid, "killed", None, None,
-                                       "taskfarm.errors.WorkerKilledError",
-                                       f"worker process {proc.pid} {info.describe()} "
-                                       "without reporting", None, proc.pid,
-                                       task.instructions.get("scheduler_ticket"), task.started,
-                                       time.time(), None, info.exitcode, info.signal_name))
+        if proc.tasks:
+            # Its current task died with it; a task queued behind never started.
+            current = proc.tasks.popleft()
+            self._requeue_all(proc)
+            if current.state is TaskState.QUEUED:
+                self.book.begin(current, time.time())
+            self._finish(current, Outcome(
+                current.tid, "killed", None, None, "taskfarm.errors.WorkerKilledError",
+                f"worker process {proc.pid} {info.describe()} without reporting", None,
+                proc.pid, current.instructions.get("scheduler_ticket"), current.started,
+                time.time(), None, info.exitcode, info.signal_name))
+
+    def _requeue_all(self, proc: WorkerProcess) -> None:
+        while proc.tasks:
+            task = proc.tasks.pop()
+            self.skipping.discard(task.tid)
+            self.book.requeue(task)
 
     def _task_outcome(self, proc: WorkerProcess, outcome: Outcome) -> None:
-        task = proc.task
-        if task is None or task.tid != outcome.tid:
-            return  # cannot happen with one task per process at a time; ignore, never crash
-        proc.task = None
-        self._finish(task, outcome)
+        if not proc.tasks or proc.tasks[0].tid != outcome.tid:
+            return  # a worker answers its tasks in order; anything else is ignored
+        task = proc.tasks.popleft()
+        # The task queued behind started as this outcome was sent; say so before
+        # _finish, which may drain that task's own outcome (fail-fast).
+        if proc.tasks and proc.tasks[0].tid not in self.skipping:
+            self.book.begin(proc.tasks[0], time.time())
+        self.skipping.discard(task.tid)
+        if outcome.status == "skipped":
+            self.book.requeue(task)
+        else:
+            if task.state is TaskState.QUEUED:  # asked back too late: it had started
+                self.book.begin(task, outcome.started or time.time())
+            self._finish(task, outcome)
 
     def _finish(self, task: Task, outcome: Outcome) -> None:
         task.worker = None
@@ -276,30 +366,53 @@ class BossLoop:
             self._exit("failed", f"task {task.name!r} ended {outcome.status}")
 
     def _cancel_running(self, reason: str) -> None:
-        """Terminate the processes of running tasks; each task ends 'cancelled' unless
-        its outcome arrived meanwhile, in which case that outcome stands."""
-        procs = [t.worker for t in list(self.book.running.values()) if t.worker is not None]
+        """Terminate the processes of running tasks; each of their tasks ends
+        'cancelled' unless its outcome arrived meanwhile, in which case that stands."""
+        procs = [p for p in self.pool.procs.values() if p.tasks]
         if not procs:
             return
         self.pool.stop(procs)  # terminates and reaps; descriptors stay open to drain
         for proc in procs:
-            late = self.pool.drain(proc)
-            if late is not None:
+            while (late := self.pool.drain(proc)) is not None:
                 self._task_outcome(proc, late)
         for proc in procs:
-            task = proc.task
             self._unwatch_process(proc)
+            self.unfed.discard(proc)
             self.pool.discard(proc)
-            if task is not None:
-                self._finish(task, Outcome(task.tid, "cancelled", None, None, None, reason,
-                                           None, proc.pid,
-                                           task.instructions.get("scheduler_ticket"),
-                                           task.started, time.time(), None))
+            if not proc.tasks:
+                continue
+            task = proc.tasks.popleft()
+            self._requeue_all(proc)  # queued behind it: never started, back to pending
+            self.skipping.discard(task.tid)
+            self._finish(task, Outcome(task.tid, "cancelled", None, None, None, reason,
+                                       None, proc.pid, task.instructions.get("scheduler_ticket"),
+                                       task.started, time.time(), None))
+
+    def _leave_to_workers(self) -> None:
+        """STOP_LISTENING: running tasks are left to their processes. Queued tasks are
+        asked back; one whose predecessor has still not reported after the Skip was
+        written can no longer start (the worker reads the Skip before it), so it is
+        reported pending. Only one whose predecessor ended meanwhile is left to its
+        worker with the running ones."""
+        self._drain_all()
+        self._take_back_queued()
+        self._drain_all()
+        for proc in self.pool.procs.values():
+            while len(proc.tasks) > 1:
+                task = proc.tasks.pop()
+                self.skipping.discard(task.tid)
+                self.book.requeue(task)
+
+    def _drain_all(self) -> None:
+        """Handle every outcome already written by a busy process, without blocking."""
+        for proc in list(self.pool.procs.values()):
+            while proc.tasks and (late := self.pool.drain(proc)) is not None:
+                self._task_outcome(proc, late)
 
     def _unwatch_process(self, proc: WorkerProcess) -> None:
-        for fd in [fd for fd, owner in self.fd_owner.items() if owner is proc]:
+        for fd in proc.watched:
             self._unwatch(fd)
-            del self.fd_owner[fd]
+            self.fd_owner.pop(fd, None)
 
     # ---- main program, outbound -------------------------------------------------------
 
@@ -320,7 +433,7 @@ class BossLoop:
         """Release every worker. With ``linger`` (STOP_LISTENING), running tasks are
         left to finish: their pipes are closed and the boss waits for their processes;
         otherwise running processes are terminated."""
-        busy = [p for p in self.pool.procs.values() if p.task is not None]
+        busy = [p for p in self.pool.procs.values() if p.tasks]
         for proc in list(self.pool.procs.values()):
             self.pool.release(proc)
         if not linger and busy:

@@ -20,9 +20,12 @@ __all__ = ["InstructionSet", "PendingQueue", "RunStats", "Task", "TaskBook", "Ta
 
 
 class TaskState(enum.Enum):
-    """A task's lifecycle. PENDING -> RUNNING -> one terminal state, which never changes."""
+    """A task's lifecycle: PENDING -> (QUEUED ->) RUNNING -> one terminal state, which
+    never changes. QUEUED is a task handed to a worker process that is still busy with
+    the task before it; it can go back to PENDING if it never started."""
 
     PENDING = "pending"
+    QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -32,11 +35,12 @@ class TaskState(enum.Enum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (TaskState.PENDING, TaskState.RUNNING)
+        return self not in (TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING)
 
 
 _ALLOWED = {
-    TaskState.PENDING: {TaskState.RUNNING, TaskState.CANCELLED},
+    TaskState.PENDING: {TaskState.QUEUED, TaskState.RUNNING, TaskState.CANCELLED},
+    TaskState.QUEUED: {TaskState.RUNNING, TaskState.PENDING, TaskState.CANCELLED},
     TaskState.RUNNING: {TaskState.DONE, TaskState.FAILED, TaskState.KILLED,
                         TaskState.TIMEOUT, TaskState.CANCELLED},
 }
@@ -53,7 +57,8 @@ class InstructionSet(dict[str, Any]):
 class Task:
     """One task in the boss."""
 
-    __slots__ = ("batch_id", "class_key", "instructions", "started", "state", "tid", "worker")
+    __slots__ = ("batch_id", "class_key", "entry", "instructions", "started", "state", "tid",
+                 "worker")
 
     def __init__(self, tid: int, class_key: int, batch_id: int, view: dict[str, Any]) -> None:
         self.tid = tid
@@ -64,6 +69,7 @@ class Task:
         self.state = TaskState.PENDING
         self.started: float | None = None
         self.worker: Any = None  # the worker process running it
+        self.entry = 0           # which pending-queue entry is its live one
 
     @property
     def name(self) -> str:
@@ -79,21 +85,33 @@ class Task:
 
 class PendingQueue:
     """Pending instruction sets in the order given, as the read-only sequence a
-    scheduler receives. ``pending[:k]`` costs O(k); ``pending[k:]`` is a lazy view."""
+    scheduler receives. ``pending[:k]`` costs O(k); ``pending[k:]`` is a lazy view.
+
+    Removal is lazy: an entry stays in the deque until it reaches the front, and is
+    skipped if its task left PENDING or was pushed again since (a task put back to
+    pending gets a new entry; its ``entry`` number says which one is live)."""
 
     def __init__(self) -> None:
-        self._items: deque[Task] = deque()
+        self._items: deque[tuple[int, Task]] = deque()
         self._live = 0
+        self._entries = itertools.count(1)
 
     def push(self, task: Task) -> None:
-        self._items.append(task)
+        task.entry = next(self._entries)
+        self._items.append((task.entry, task))
+        self._live += 1
+
+    def push_front(self, task: Task) -> None:
+        """A task that went back to pending: it keeps its place ahead of the rest."""
+        task.entry = next(self._entries)
+        self._items.appendleft((task.entry, task))
         self._live += 1
 
     def discard(self, task: Task) -> None:
-        """Called when ``task`` leaves PENDING; its slot is skipped lazily."""
+        """Called when ``task`` leaves PENDING; its entry is skipped lazily."""
         self._live -= 1
         items = self._items
-        while items and items[0].state is not TaskState.PENDING:
+        while items and not _live(items[0]):
             items.popleft()
 
     def __len__(self) -> int:
@@ -103,10 +121,10 @@ class PendingQueue:
         return self._live > 0
 
     def __iter__(self) -> Iterator[InstructionSet]:
-        return (t.instructions for t in self._items if t.state is TaskState.PENDING)
+        return (item[1].instructions for item in self._items if _live(item))
 
     def tasks(self) -> Iterator[Task]:
-        return (t for t in self._items if t.state is TaskState.PENDING)
+        return (item[1] for item in self._items if _live(item))
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
@@ -119,6 +137,11 @@ class PendingQueue:
         for item in itertools.islice(iter(self), index, None):
             return item
         raise IndexError("pending index out of range")
+
+
+def _live(item: tuple[int, Task]) -> bool:
+    entry, task = item
+    return task.state is TaskState.PENDING and task.entry == entry
 
 
 class _LazyTail:
@@ -168,8 +191,9 @@ class TaskBook:
 
     def __init__(self) -> None:
         self.pending = PendingQueue()
-        self.running: dict[int, Task] = {}
-        # name -> instructions of running tasks: the ``workers`` argument of launchable().
+        self.running: dict[int, Task] = {}      # launched: running or queued in a process
+        # name -> instructions of the tasks running (not those queued behind them): the
+        # ``workers`` argument of launchable().
         self.running_view: dict[str, InstructionSet] = {}
         self.pending_by_tid: dict[int, Task] = {}
         self.stats = RunStats()
@@ -186,20 +210,39 @@ class TaskBook:
             return next((t for t in self.pending.tasks() if t.name == name), None)
         return self.pending_by_tid.get(tid)
 
-    def start(self, task: Task, started: float) -> None:
-        task.move(TaskState.RUNNING)
+    def launch(self, task: Task, queued: bool, now: float) -> None:
+        """A pending task handed to a worker process: running, or queued behind the
+        task that process is busy with. Either way the scheduler sees it in
+        ``workers`` from now on."""
+        task.move(TaskState.QUEUED if queued else TaskState.RUNNING)
         del self.pending_by_tid[task.tid]
         self.pending.discard(task)
-        task.started = started
         self.running[task.tid] = task
+        if not queued:
+            task.started = now
+            self.running_view[task.name] = task.instructions
+
+    def begin(self, task: Task, now: float) -> None:
+        """A queued task has started: the task before it in its process ended."""
+        task.move(TaskState.RUNNING)
+        task.started = now
         self.running_view[task.name] = task.instructions
+
+    def requeue(self, task: Task) -> None:
+        """A queued task that never started goes back to the front of the pending queue."""
+        task.move(TaskState.PENDING)
+        del self.running[task.tid]
+        task.instructions.pop("scheduler_ticket", None)
+        task.worker = None
+        self.pending.push_front(task)
+        self.pending_by_tid[task.tid] = task
 
     def finish(self, task: Task, state: TaskState, worker_name: str,
                duration: float | None, peak_rss: int | None) -> None:
-        """Move a running task to its terminal state and forget it."""
+        """Move a running (or queued) task to its terminal state and forget it."""
         task.move(state)
         del self.running[task.tid]
-        del self.running_view[task.name]
+        self.running_view.pop(task.name, None)  # absent for a queued task cancelled
         self.stats.record(worker_name, state.value, duration, peak_rss)
 
     @property

@@ -339,7 +339,7 @@ class Boss:
             tasks = list(inbox.reports)
             reported = set(inbox.reported)
         pending_ids = set(goodbye.pending)
-        pending = [self._records[t].instructions() for t in goodbye.pending]
+        pending = [self._records[t].instructions() for t in sorted(goodbye.pending)]
         running = [r.name for tid, r in self._records.items()
                    if tid not in reported and tid not in pending_ids]
         return Report(ReportStatus(goodbye.status), tasks, pending, running, goodbye.reason)

@@ -101,6 +101,13 @@ class RunTask(NamedTuple):
     forget: tuple[int, ...]
 
 
+class Skip(NamedTuple):
+    """Take back a queued task: if it has not started, the worker does not start it
+    and answers with a 'skipped' outcome (the task goes back to pending)."""
+
+    tid: int
+
+
 # ---- worker -> boss, boss -> main ---------------------------------------------------
 
 class Outcome(NamedTuple):
@@ -108,7 +115,7 @@ class Outcome(NamedTuple):
     cancelled), forwarded to the main program as it is."""
 
     tid: int
-    status: str                 # a TaskStatus value
+    status: str                 # a TaskStatus value, or 'skipped' (worker to boss only)
     result_blob: bytes | None   # pickled result, unpickled only in the main program
     error_blob: bytes | None    # pickled (exception, tblib traceback dict)
     error_type: str | None      # qualified name of the exception type

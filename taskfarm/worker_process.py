@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import cloudpickle
@@ -27,7 +28,7 @@ import tblib
 
 from . import protocol
 from .processes import die_with_parent
-from .protocol import Channel, Outcome, RunTask
+from .protocol import Channel, Outcome, RunTask, Skip
 
 
 def dumps_user(value: Any) -> bytes:
@@ -107,16 +108,32 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
 
 
 def serve(task_conn: Channel, result_conn: Channel) -> None:
-    """Run tasks until the boss closes the task pipe."""
+    """Run tasks until the boss closes the task pipe.
+
+    The boss may queue a task behind the one running (so that the next one starts
+    without waiting for the boss) and take it back with a Skip before it starts. So
+    before starting a task, everything already readable is read; a Skip for that task
+    means it is not started.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = _State()
-    recv, send = task_conn.recv, result_conn.send
+    recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
+    ahead: deque[RunTask | Skip] = deque()
     while True:
         try:
-            msg = recv()
+            msg = ahead.popleft() if ahead else recv()
+            if isinstance(msg, Skip):
+                continue  # for a task that already ran: too late
+            while readable():
+                ahead.append(recv())
         except (EOFError, OSError):
             return
-        outcome = run_task(state, msg)
+        if any(isinstance(m, Skip) and m.tid == msg.tid for m in ahead):
+            ahead = deque(m for m in ahead if not (isinstance(m, Skip) and m.tid == msg.tid))
+            outcome = Outcome(msg.tid, "skipped", None, None, None, None, None, state.pid,
+                              None, None, time.time(), None)
+        else:
+            outcome = run_task(state, msg)
         try:
             send(outcome)
         except OSError:

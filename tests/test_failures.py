@@ -52,8 +52,12 @@ def test_fail_fast_reraises_the_workers_own_exception_with_its_traceback() -> No
     frames = "".join(traceback.format_tb(info.value.__traceback__))
     assert "raise_boom" in frames and "workers.py" in frames  # the worker's own frames
     assert report.status is taskfarm.ReportStatus.FAILED
-    assert [str(t.status) for t in report.tasks] == ["done", "failed"]
-    assert [p["how"] for p in report.pending] == ["ok", "ok"]
+    statuses = [str(t.status) for t in report.tasks]
+    assert statuses[:2] == ["done", "failed"]
+    # The task queued behind the failing one may have started as the failure was
+    # reported: it ends done or cancelled; nothing after it starts.
+    assert set(statuses[2:]) <= {"done", "cancelled"} and len(statuses) <= 3
+    assert len(report.tasks) + len(report.pending) == 4
     assert "raise_boom" in report["Misbehave-1"].traceback
 
 

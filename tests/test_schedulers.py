@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,15 +81,23 @@ def test_a_custom_scheduler_works_unchanged(gate: Gate, mailbox: Mailbox) -> Non
     assert order == ["2", "4", "1", "3", "5"]
 
 
-def test_no_more_than_max_threads_run_at_once(gate: Gate, mailbox: Mailbox) -> None:
-    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Blocker]) as boss:
-        boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": list("abcdef")})
-        boss.make_them_work()
-        for _ in range(3):
-            mailbox.read(2)
-            assert len(boss.get_report().running) == 2
-            gate.release(2)
-        report = boss.wait_till_finished(timeout=30)
+def test_no_more_than_max_threads_run_at_once(mailbox: Mailbox, tmp_path: Path) -> None:
+    labels = list("abcdef")
+    gates = {label: Gate(tmp_path / f"gate_{label}") for label in labels}  # one per task
+    try:
+        with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Blocker]) as boss:
+            boss.set_instructions({"mailbox": mailbox},
+                                  {"label": labels, "gate": [gates[x] for x in labels]})
+            boss.make_them_work()
+            for _ in range(3):
+                started = [line.split()[1] for line in mailbox.read(2)]
+                assert len(boss.get_report().running) == 2
+                for label in started:
+                    gates[label].release()
+            report = boss.wait_till_finished(timeout=30)
+    finally:
+        for gate in gates.values():
+            gate.close()
     assert {t.ticket for t in report.tasks} == {0, 1}
 
 

@@ -45,6 +45,7 @@ def test_halt_stops_launching_and_resume_launches_again(gate: Gate, mailbox: Mai
         boss.make_them_work()
         _started(mailbox, 2)
         boss.stop_them_working()  # HALT: running tasks go on, nothing new starts
+        boss.get_report()  # the boss has read the HALT (and taken back queued tasks)
         gate.release(2)
         done = [next(boss.as_completed(timeout=30)) for _ in range(2)]
         assert {r.name for r in done} == {"t_a", "t_b"}
@@ -86,6 +87,7 @@ def test_stop_lets_running_tasks_finish_and_reports_pending(gate: Gate, mailbox:
         boss.make_them_work()
         _started(mailbox, 2)
         boss.stop()
+        boss.get_report()  # the boss has read the STOP (and taken back queued tasks)
         gate.release(2)
         report = boss.wait_till_finished(timeout=30)
     assert report.status is taskfarm.ReportStatus.STOPPED
