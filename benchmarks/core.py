@@ -57,6 +57,21 @@ def round_trips(n: int) -> list[float]:
     return times
 
 
+def memory() -> tuple[float, float]:
+    """(boss RSS, idle worker USS) in MiB after a small run."""
+    import psutil
+
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Tiny]) as boss:
+        boss.set_instructions({}, {"x": list(range(100))})
+        boss.make_them_work()
+        for _ in boss.as_completed():
+            pass
+        boss_process = psutil.Process(boss.pid)
+        rss = boss_process.memory_info().rss / 2**20
+        uss = max(w.memory_full_info().uss for w in boss_process.children()) / 2**20
+    return rss, uss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5000)
@@ -71,6 +86,8 @@ def main() -> None:
           f"(goal >= 10,000: {'met' if median >= 10_000 else 'MISSED'} by the median)")
     isolated = throughput(min(args.tasks, 1000), isolated=True)
     print(f"isolated mode, {min(args.tasks, 1000)} tiny tasks: {isolated:,.0f} tasks/s")
+    rss, uss = memory()
+    print(f"memory: boss RSS {rss:.1f} MiB, idle worker USS {uss:.1f} MiB")
     times = sorted(round_trips(args.round_trips))
     p50 = statistics.median(times) * 1e3
     p99 = times[int(len(times) * 0.99) - 1] * 1e3
