@@ -184,3 +184,17 @@ class Misbehave(taskfarm.Worker):
 def raise_boom(tag: int) -> None:
     """A named frame that must show up in the re-raised traceback."""
     raise WorkerBoom(f"boom {tag}")
+
+
+class Journal(taskfarm.Worker):
+    """Appends its name to its own file when it completes: the side effect by which a
+    test checks that a done task ran to completion exactly once."""
+
+    out_dir: str
+    spin: int = 2000
+
+    def task(self) -> int:
+        total = sum(i * i for i in range(self.spin))  # a little real work
+        with open(os.path.join(self.out_dir, self.name), "a") as out:
+            out.write(self.name + "\n")
+        return total
