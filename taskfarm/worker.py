@@ -69,7 +69,8 @@ class Worker:
 
     Instances are made in the worker process, one per task, with the instruction set
     as attributes; ``Worker(**instructions)`` also works in the main program, which
-    makes a worker easy to test on its own.
+    makes a worker easy to test on its own. A subclass may override ``__init__``: it
+    is then called with every instruction as a keyword (call ``super().__init__``).
     """
 
     name: str

@@ -29,6 +29,7 @@ import tblib
 from . import protocol
 from .processes import die_with_parent
 from .protocol import Channel, Outcome, RunTask, Skip
+from .worker import Worker
 
 
 def dumps_user(value: Any) -> bytes:
@@ -70,10 +71,13 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
         if msg.class_key not in state.set_up:
             cls.setup_process()
             state.set_up.add(msg.class_key)
-        worker = cls.__new__(cls)
-        attributes = worker.__dict__
-        attributes.update(state.commons[msg.batch_id])
-        attributes.update(msg.instructions)
+        if cls.__init__ is Worker.__init__:  # the fast way: no keyword call
+            worker = cls.__new__(cls)
+            attributes = worker.__dict__
+            attributes.update(state.commons[msg.batch_id])
+            attributes.update(msg.instructions)
+        else:  # a class of its own __init__ gets the instructions as keywords
+            worker = cls(**{**state.commons[msg.batch_id], **msg.instructions})
         result = worker.task()
     except BaseException as exc:  # the task's failure is its report, whatever it is
         return _failure(state, msg.tid, ticket, started, exc)

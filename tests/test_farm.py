@@ -162,3 +162,68 @@ def test_bad_instructions_leave_running_work_alone(gate: Gate, mailbox: Mailbox)
         report = boss.wait_till_finished(timeout=30)
     assert sorted(t.name for t in report.tasks) == ["Add-1", "Blocker-0"]
     assert all(t.ok for t in report.tasks)
+
+
+def test_undeclared_keys_reach_a_class_that_accepts_them() -> None:
+    class Context(taskfarm.Worker):
+        accept_undeclared = True
+        run: int
+
+        def task(self) -> dict[str, object]:
+            return {"run": self.run, "site": self.site, "flags": self.flags}
+
+    report = taskfarm.batch_main({"site": "north", "flags": [1, 2]}, {"run": [5]},
+                                 worker=Context, print_report=None)
+    assert report.tasks[0].result == {"run": 5, "site": "north", "flags": [1, 2]}
+
+
+def test_verbose_boss_logs_its_launches(capfd: pytest.CaptureFixture[str]) -> None:
+    taskfarm.batch_main({}, {"x": [1, 2]}, worker=Add, verbose=True, print_report=None)
+    err = capfd.readouterr().err
+    assert "[taskfarm boss] launched Add-0" in err
+
+
+def test_as_completed_timeout_is_a_timeout_error(gate: Gate, mailbox: Mailbox) -> None:
+    with taskfarm.Boss(workers=[Blocker]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox, "label": "slow"})
+        boss.make_them_work()
+        mailbox.read(1)
+        with pytest.raises(TimeoutError, match="no task of"):
+            next(boss.as_completed(timeout=0.2))
+        gate.release(1)
+        assert next(boss.as_completed(timeout=30)).result == "slow"
+
+
+def test_a_worker_with_its_own_init_gets_the_instructions() -> None:
+    class Prepared(taskfarm.Worker):
+        x: int
+
+        def __init__(self, **instructions: object) -> None:
+            super().__init__(**instructions)
+            self.doubled = 2 * self.x
+
+        def task(self) -> int:
+            return self.doubled
+
+    report = taskfarm.batch_main({}, {"x": [4]}, worker=Prepared, print_report=None)
+    assert report.tasks[0].result == 8
+
+
+def test_a_failing_setup_process_fails_its_task_and_is_tried_again() -> None:
+    class Flaky(taskfarm.Worker):
+        x: int
+        attempts = 0
+
+        @classmethod
+        def setup_process(cls) -> None:
+            cls.attempts += 1
+            if cls.attempts == 1:
+                raise RuntimeError("model not ready")
+
+        def task(self) -> int:
+            return type(self).attempts
+
+    report = taskfarm.batch_main({}, {"x": [1, 2]}, worker=Flaky, on_error="continue",
+                                 scheduler=MaxThreadsScheduler(1), print_report=None)
+    assert [str(t.status) for t in report.tasks] == ["failed", "done"]
+    assert "model not ready" in report.tasks[0].traceback and report.tasks[1].result == 2
