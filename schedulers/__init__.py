@@ -3,10 +3,26 @@
 Each is a policy object with one method, ``launchable(pending_instructions, workers,
 report) -> (launchable, not_yet_launchable)``; see :mod:`schedulers.base` for the
 contract. They run in the boss process and never touch a process themselves.
+Combine them with ``&``::
+
+    MaxThreadsScheduler(8) & MaxMemoryScheduler(16000) & ResourceLockScheduler()
 """
 
-from .base import BaseScheduler
-from .cpus import available_cpus
-from .threads import MaxThreadsScheduler
+from .base import AllOf, BaseScheduler
+from .cpus import available_cpus, memory_budget_mib, packed_cpus
+from .locks import ResourceLockScheduler
+from .memory import LongerFirstScheduler, MaxMemoryScheduler
+from .threads import LaxistScheduler, MaxThreadsScheduler
 
-__all__ = ["BaseScheduler", "MaxThreadsScheduler", "available_cpus"]
+__all__ = [
+    "AllOf",
+    "BaseScheduler",
+    "LaxistScheduler",
+    "LongerFirstScheduler",
+    "MaxMemoryScheduler",
+    "MaxThreadsScheduler",
+    "ResourceLockScheduler",
+    "available_cpus",
+    "memory_budget_mib",
+    "packed_cpus",
+]

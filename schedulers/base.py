@@ -20,6 +20,20 @@ It returns ``(launchable, not_yet_launchable)``: the boss starts every set in
 ``not_yet_launchable`` is informational and may be a lazy ``pending[k:]``. A scheduler
 may set ``instructions["scheduler_ticket"] = n`` on the sets it launches: a slot
 number that the worker sees and that binding schedulers use.
+
+Two optional hooks:
+
+* ``check_instructions(instructions)`` runs in the main program on every instruction
+  set as it is given; raising ``ValueError`` (an ``InstructionError`` is one) there
+  makes a set that could never run (more memory than the whole budget, an unknown
+  resource) an error at the call that gave it.
+* ``recheck_after()`` is asked after each ``launchable`` call that left work pending:
+  a number of seconds makes the boss call ``launchable`` again by then even if
+  nothing else happens (a load-aware scheduler waiting for the machine to calm down);
+  ``None`` (the default) waits for the next event.
+
+Schedulers combine with ``&``: ``MaxThreadsScheduler(8) & MaxMemoryScheduler()``
+launches what every one of them allows (see :class:`AllOf`).
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["BaseScheduler", "Launch"]
+__all__ = ["AllOf", "BaseScheduler", "Launch"]
 
 Instructions = dict[str, Any]
 Launch = tuple[Sequence[Instructions], Sequence[Instructions]]
@@ -46,6 +60,18 @@ class BaseScheduler:
 
     prefetch: bool = False
 
+    def check_instructions(self, instructions: Mapping[str, Any]) -> None:
+        """Raise ValueError when ``instructions`` could never be launched. Runs in the
+        main program when the instructions are given; the default accepts all."""
+
+    def recheck_after(self) -> float | None:
+        """Seconds after which the boss should ask again while work is pending, or
+        None to wait for the next event."""
+        return None
+
+    def __and__(self, other: BaseScheduler) -> AllOf:
+        return AllOf(self, other)
+
     def launchable(self, pending_instructions: Sequence[Instructions],
                    workers: Mapping[str, Instructions], report: Any) -> Launch:
         """Which pending instruction sets may start now (see the module docstring)."""
@@ -54,3 +80,59 @@ class BaseScheduler:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
+
+
+class AllOf(BaseScheduler):
+    """Launch what every one of several schedulers allows: each filters what the one
+    before it chose, in the order given (``a & b & c``). Tickets are those set last.
+    It allows prefetch only if they all do; it rechecks at the earliest time any of
+    them asks for."""
+
+    def __init__(self, *schedulers: BaseScheduler) -> None:
+        flat: list[BaseScheduler] = []
+        for scheduler in schedulers:
+            if not callable(getattr(scheduler, "launchable", None)):
+                raise TypeError(f"{scheduler!r} is not a scheduler (no launchable())")
+            flat.extend(scheduler.schedulers if isinstance(scheduler, AllOf) else [scheduler])
+        if not flat:
+            raise ValueError("AllOf needs at least one scheduler")
+        self.schedulers = tuple(flat)
+        self.prefetch = all(getattr(s, "prefetch", False) for s in flat)
+
+    def launchable(self, pending_instructions: Sequence[Instructions],
+                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+        chosen: Sequence[Instructions] = pending_instructions
+        for scheduler in self.schedulers:
+            chosen, _ = scheduler.launchable(chosen, workers, report)
+            if not chosen:
+                return [], pending_instructions
+        chosen = list(chosen)
+        picked = {id(c) for c in chosen}
+        return chosen, _NotChosen(pending_instructions, picked)
+
+    def check_instructions(self, instructions: Mapping[str, Any]) -> None:
+        for scheduler in self.schedulers:
+            check = getattr(scheduler, "check_instructions", None)
+            if check is not None:
+                check(instructions)
+
+    def recheck_after(self) -> float | None:
+        delays = [d for s in self.schedulers
+                  if (d := getattr(s, "recheck_after", lambda: None)()) is not None]
+        return min(delays, default=None)
+
+    def __repr__(self) -> str:
+        return " & ".join(map(repr, self.schedulers))
+
+
+class _NotChosen:
+    """The pending sets an AllOf did not choose, computed only if someone looks."""
+
+    def __init__(self, pending: Sequence[Instructions], picked: set[int]) -> None:
+        self._pending, self._picked = pending, picked
+
+    def __iter__(self) -> Any:
+        return (i for i in self._pending if id(i) not in self._picked)
+
+    def __len__(self) -> int:
+        return len(self._pending) - len(self._picked)

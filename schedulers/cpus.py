@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["available_cpus"]
+__all__ = ["available_cpus", "memory_budget_mib", "packed_cpus"]
 
 
 def available_cpus() -> int:
@@ -37,3 +37,40 @@ def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return quota_us / period_us if quota_us > 0 else None
     except (OSError, ValueError, ZeroDivisionError):
         return None
+
+
+def packed_cpus() -> list[int]:
+    """The CPUs this process may use, socket-packed: all CPUs of the first socket
+    (core by core) before any of the next, so that tickets 0..n-1 fill one socket's
+    cache first."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+    def topology(cpu: int) -> tuple[int, int, int]:
+        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = int((base / "physical_package_id").read_text())
+            core = int((base / "core_id").read_text())
+        except (OSError, ValueError):
+            package, core = 0, cpu
+        return package, core, cpu
+
+    return [cpu for *_, cpu in sorted(map(topology, allowed))]
+
+
+def memory_budget_mib(fraction: float) -> float:
+    """``fraction`` of the memory this process may use, in MiB: the machine's, or its
+    cgroup's limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``) when lower."""
+    import psutil
+
+    total = psutil.virtual_memory().total
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return fraction * total / 2**20

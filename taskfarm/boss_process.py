@@ -51,6 +51,7 @@ from .protocol import (
     Control,
     Goodbye,
     Outcome,
+    SETTING_KEYS,
     Outcomes,
     RunTask,
     Signal,
@@ -85,6 +86,9 @@ class _Without(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._mapping) - (self._key in self._mapping)
 
+    def values(self) -> Any:  # the Mapping default goes through __getitem__ per key
+        return [v for k, v in self._mapping.items() if k != self._key]
+
 
 class BossLoop:
     """The boss's state and its event loop; see the module docstring."""
@@ -110,6 +114,8 @@ class BossLoop:
         self.handlers: dict[int, Any] = {}
         self.fd_owner: dict[int, WorkerProcess] = {}   # result fd / pidfd -> its process
         self.prefetch = bool(getattr(self.scheduler, "prefetch", False))
+        self.recheck_after = getattr(self.scheduler, "recheck_after", None)
+        self.recheck_at: float | None = None     # when the scheduler wants to be asked again
         self.unfed: set[WorkerProcess] = set()   # busy pool processes with nothing queued
         self.skipping: set[int] = set()          # queued tasks asked back with a Skip
         self._watch(control.fileno(), self._on_control)
@@ -128,7 +134,10 @@ class BossLoop:
             self._flush()
             if self.result is not None:
                 break
-            for fd, _ in self.poller.poll():
+            timeout = None  # block until an event, or until the scheduler's re-check
+            if self.recheck_at is not None:
+                timeout = max(0.0, (self.recheck_at - time.monotonic()) * 1000)
+            for fd, _ in self.poller.poll(timeout):
                 handler = self.handlers.get(fd)
                 if handler is not None:
                     handler(fd)
@@ -185,7 +194,8 @@ class BossLoop:
             entry = self.commons[msg.batch_id] = [msg.common_blob, 0]
         entry[1] += len(msg.tasks)
         for spec in msg.tasks:
-            self.book.add(Task(spec.tid, spec.class_key, msg.batch_id, spec.view))
+            self.book.add(Task(spec.tid, spec.class_key, msg.batch_id, spec.view,
+                               self.classes[spec.class_key].qualname))
 
     def _on_signal(self, msg: Control) -> None:
         sig = msg.signal
@@ -217,6 +227,7 @@ class BossLoop:
 
     def _launch(self) -> None:
         book = self.book
+        self.recheck_at = None
         if self.halted or self.stopping or not book.pending:
             return
         chosen, _ = self.scheduler.launchable(book.pending, book.running_view, book.stats)
@@ -226,6 +237,10 @@ class BossLoop:
                 self._start(task, None)
         if self.prefetch:
             self._prefetch()
+        if book.pending and self.recheck_after is not None:
+            delay = self.recheck_after()
+            if delay is not None:
+                self.recheck_at = time.monotonic() + max(0.0, delay)
 
     def _prefetch(self) -> None:
         """Give each busy pool process its next task now, so that it starts the moment
@@ -264,10 +279,13 @@ class BossLoop:
             self.unfed.add(proc)
         batch = task.batch_id
         forget = tuple(b for b in proc.commons if b not in self.commons)
-        msg = RunTask(task.tid, task.class_key, batch, dict(task.instructions),
+        instructions = dict(task.instructions)
+        settings = {key[9:]: instructions.pop(key) for key in SETTING_KEYS
+                    if key in instructions} or None
+        msg = RunTask(task.tid, task.class_key, batch, instructions,
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
-                      forget)
+                      forget, settings)
         # On failure the process is gone: its pidfd fires and the task ends 'killed'.
         self.pool.dispatch(proc, msg)
         if self.config.verbose:

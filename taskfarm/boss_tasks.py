@@ -49,9 +49,10 @@ _ALLOWED = {
 class InstructionSet(dict[str, Any]):
     """The instructions of one task as a scheduler sees them: a dict (name, memory,
     expected_time, scheduler_ticket, the task's own values and simple common values)
-    that also knows its task id. A scheduler may set ``scheduler_ticket`` in it."""
+    that also knows its task id and ``worker`` (its Worker class's qualified name). A
+    scheduler may set ``scheduler_ticket`` in it."""
 
-    __slots__ = ("tid",)
+    __slots__ = ("tid", "worker")
 
 
 class Task:
@@ -60,12 +61,14 @@ class Task:
     __slots__ = ("batch_id", "class_key", "entry", "instructions", "started", "state", "tid",
                  "worker")
 
-    def __init__(self, tid: int, class_key: int, batch_id: int, view: dict[str, Any]) -> None:
+    def __init__(self, tid: int, class_key: int, batch_id: int, view: dict[str, Any],
+                 worker: str = "") -> None:
         self.tid = tid
         self.class_key = class_key
         self.batch_id = batch_id
         self.instructions = InstructionSet(view)
         self.instructions.tid = tid
+        self.instructions.worker = worker
         self.state = TaskState.PENDING
         self.started: float | None = None
         self.worker: Any = None  # the worker process running it

@@ -77,6 +77,12 @@ class Boss:
             raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
                             "subclass schedulers.BaseScheduler")
         self.name = name or f"boss-{next(_COUNTER)}"
+        self.scheduler = scheduler
+        check = getattr(scheduler, "check_instructions", None)
+        base = getattr(getattr(type(scheduler), "check_instructions", None), "__qualname__", "")
+        # Only a scheduler that checks anything costs a call per instruction set.
+        self._check = None if check is None or base == "BaseScheduler.check_instructions" \
+            else check
         self.on_error = on_error
         self._candidates = [resolve_worker(w) for w in workers] if workers is not None else None
         self._records: dict[int, TaskRecord] = {}
@@ -130,6 +136,15 @@ class Boss:
                         individual_instructions if individual_instructions is not None else {},
                         worker=worker, candidates=self._candidates, taken_names=self._names,
                         first_tid=self._next_tid)
+        if self._check is not None:
+            for task in batch.tasks:
+                try:
+                    self._check(task.view)
+                except InstructionError:
+                    raise
+                except ValueError as exc:
+                    raise InstructionError(f"task {task.name!r} can never run under "
+                                           f"{self.scheduler!r}: {exc}") from exc
         if batch.tasks:
             self._send_batch(batch)
         return [t.name for t in batch.tasks]

@@ -106,7 +106,8 @@ class Inbox:
         record = self.records[o.tid]
         report = TaskReport(record.name, record.worker, record.instructions(),
                             TaskStatus(o.status), None, None, o.traceback, o.pid, o.ticket,
-                            o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name)
+                            o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name,
+                            o.cpu)
         if o.status == "done":
             try:
                 report.result = pickle.loads(o.result_blob)

@@ -236,9 +236,12 @@ def _bool_for_number(value: Any, types: tuple[type, ...]) -> bool:
 
 
 def _coerce(value: Any, types: tuple[type, ...]) -> Any:
-    """The safe coercions: integral to int, real to float, number to complex, str to Path."""
+    """The safe coercions: integral to int, real to float, number to complex, str to
+    Path, list to tuple."""
     if isinstance(value, bool):
         return _NO
+    if tuple in types and isinstance(value, list):
+        return tuple(value)
     if int in types and isinstance(value, numbers.Integral):
         return int(value)
     if float in types and isinstance(value, numbers.Real):

@@ -99,6 +99,12 @@ class RunTask(NamedTuple):
     class_blob: bytes | None
     common_blob: bytes | None
     forget: tuple[int, ...]
+    settings: dict[str, Any] | None = None  # process settings a scheduler asked for
+
+
+# Keys a scheduler may set in an instruction set to ask for process settings; the boss
+# moves them out of the instructions into RunTask.settings (without the prefix).
+SETTING_KEYS = ("taskfarm_cpu", "taskfarm_nice")
 
 
 class Skip(NamedTuple):
@@ -128,6 +134,7 @@ class Outcome(NamedTuple):
     peak_rss: int | None        # bytes, the worker process's high-water mark
     exitcode: int | None = None
     signal_name: str | None = None
+    cpu: int | None = None      # the CPU the process was pinned to, if it was
 
 
 # ---- boss -> main -------------------------------------------------------------------

@@ -47,7 +47,7 @@ class TaskReport:
     is the worker process's peak resident memory in bytes when the task ended (per task
     in isolated mode, the process high-water mark in pool mode). ``reason`` says why a
     task was killed or cancelled; ``exitcode``/``signal_name`` say how a killed task's
-    process ended.
+    process ended; ``cpu`` is the CPU its process was pinned to (binding schedulers).
     """
 
     name: str
@@ -65,6 +65,7 @@ class TaskReport:
     reason: str | None = None
     exitcode: int | None = None
     signal_name: str | None = None
+    cpu: int | None = None
 
     @property
     def duration(self) -> float | None:

@@ -16,7 +16,8 @@ A Worker subclass declares its instructions as annotated class attributes::
             return calibrate(self.run, self.channels, self.method, self.table)
 
 Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
-``expected_time`` (seconds) and ``scheduler_ticket`` (set by the scheduler).
+``expected_time`` (seconds), ``resources`` (names of what the task must hold alone,
+for ``ResourceLockScheduler``) and ``scheduler_ticket`` (set by the scheduler).
 Class-level options (not instructions) are ``ClassVar`` annotations or plain
 attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task)
 and ``accept_undeclared`` (receive keys the class does not declare).
@@ -77,6 +78,7 @@ class Worker:
     memory: float = 0.0
     expected_time: float = 0.0
     scheduler_ticket: int | None = None
+    resources: tuple[str, ...] = ()
 
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False

@@ -54,6 +54,21 @@ class _State:
         self.classes: dict[int, type] = {}
         self.set_up: set[int] = set()
         self.commons: dict[int, dict[str, Any]] = {}
+        self.cpu: int | None = None
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def apply_settings(state: _State, settings: dict[str, Any]) -> None:
+    """Process settings a scheduler asked for: pin to a CPU, lower the priority (a
+    process can raise its niceness, never lower it back without privileges)."""
+    cpu = settings.get("cpu")
+    if cpu is not None and cpu != state.cpu:
+        os.sched_setaffinity(0, {cpu})
+        state.cpu = cpu
+    nice = settings.get("nice")
+    if nice is not None and nice > state.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        state.nice = nice
 
 
 def run_task(state: _State, msg: RunTask) -> Outcome:
@@ -61,6 +76,8 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     started = time.time()
     ticket = msg.instructions.get("scheduler_ticket")
     try:
+        if msg.settings:
+            apply_settings(state, msg.settings)
         for batch in msg.forget:
             state.commons.pop(batch, None)
         if msg.class_blob is not None:
@@ -90,7 +107,7 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
                        f"it back: {type(exc).__name__}: {exc}",
                        None, state.pid, ticket, started, ended, _peak_rss())
     return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
-                   state.pid, ticket, started, ended, _peak_rss())
+                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu)
 
 
 def _failure(state: _State, tid: int, ticket: int | None, started: float,
@@ -108,7 +125,7 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
     except BaseException:
         error_blob = None
     return Outcome(tid, "failed", None, error_blob, type_name, message, text,
-                   state.pid, ticket, started, ended, _peak_rss())
+                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu)
 
 
 def serve(task_conn: Channel, result_conn: Channel) -> None:

@@ -198,3 +198,22 @@ class Journal(taskfarm.Worker):
         with open(os.path.join(self.out_dir, self.name), "a") as out:
             out.write(self.name + "\n")
         return total
+
+
+class Probe(taskfarm.Worker):
+    """Reports what its process looks like: CPU affinity and niceness."""
+
+    item: int
+
+    def task(self) -> tuple[list[int], int]:
+        return sorted(os.sched_getaffinity(0)), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+class Busy(taskfarm.Worker):
+    """A short piece of real work, for runs whose intervals a test examines."""
+
+    item: int
+    spin: int = 20000
+
+    def task(self) -> int:
+        return sum(i * i for i in range(self.spin))
