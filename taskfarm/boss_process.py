@@ -45,13 +45,13 @@ from . import protocol
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
 from .protocol import (
+    SETTING_KEYS,
     AddTasks,
     Channel,
     Configure,
     Control,
     Goodbye,
     Outcome,
-    SETTING_KEYS,
     Outcomes,
     RunTask,
     Signal,
