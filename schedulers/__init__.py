@@ -10,6 +10,7 @@ Combine them with ``&``::
 
 from .base import AllOf, BaseScheduler
 from .cpus import available_cpus, memory_budget_mib, packed_cpus
+from .load import PoliteScheduler, system_load
 from .locks import ResourceLockScheduler
 from .memory import LongerFirstScheduler, MaxMemoryScheduler
 from .threads import LaxistScheduler, MaxThreadsScheduler
@@ -21,8 +22,10 @@ __all__ = [
     "LongerFirstScheduler",
     "MaxMemoryScheduler",
     "MaxThreadsScheduler",
+    "PoliteScheduler",
     "ResourceLockScheduler",
     "available_cpus",
     "memory_budget_mib",
     "packed_cpus",
+    "system_load",
 ]

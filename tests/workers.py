@@ -217,3 +217,22 @@ class Busy(taskfarm.Worker):
 
     def task(self) -> int:
         return sum(i * i for i in range(self.spin))
+
+
+class RecordingLoad:
+    """A load probe for PoliteScheduler: measures for real (``system_load``) and
+    posts each measurement to a mailbox, so a test can wait on measurements."""
+
+    def __init__(self, mailbox_path: str) -> None:
+        self.mailbox_path = mailbox_path
+
+    def __call__(self) -> tuple[float, float]:
+        from schedulers import system_load
+
+        busy, available = system_load()
+        fd = os.open(self.mailbox_path, os.O_WRONLY)
+        try:
+            os.write(fd, f"{busy:.3f} {available:.3f}\n".encode())
+        finally:
+            os.close(fd)
+        return busy, available
