@@ -13,7 +13,8 @@ budget is full), so their cost does not grow with the number of tasks queued.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .base import Instructions, Launch
@@ -58,6 +59,7 @@ class MaxMemoryScheduler(Limited):
         self.memory_per_task = float(memory_per_task)
         self.learn = learn
         self.window = window
+        self._smallest: float | None = None  # the smallest need seen: below it, nothing fits
 
     def memory_of(self, instructions: Instructions, report: Any) -> float:
         """MiB this task is counted for (see the module docstring)."""
@@ -79,23 +81,31 @@ class MaxMemoryScheduler(Limited):
     def launchable(self, pending_instructions: Sequence[Instructions],
                    workers: Mapping[str, Instructions], report: Any) -> Launch:
         used = sum(self.memory_of(w, report) for w in workers.values())
-        chosen = self._fill(pending_instructions[:self.window], used, report)
+        chosen = self._fill(itertools.islice(pending_instructions, self.window), used, report)
         if chosen:
             self._give_tickets(chosen, workers)
         return chosen, []
 
-    def _fill(self, candidates: Sequence[Instructions], used: float, report: Any,
+    def _fill(self, candidates: Iterable[Instructions], used: float, report: Any,
               room: int | None = None) -> list[Instructions]:
-        """The candidates that fit, in order, at most ``room`` of them."""
+        """The candidates that fit, in order, at most ``room`` of them. A scan stops as
+        soon as less is free than the smallest need any earlier scan saw: with a full
+        budget a decision costs O(1), not O(window)."""
         chosen: list[Instructions] = []
         free = self.max_memory - used
+        bound = self._smallest  # from earlier scans only: this one may still backfill
+        smallest = bound
         for instructions in candidates:
             if room is not None and len(chosen) >= room:
                 break
+            if bound is not None and free < bound:
+                break
             need = self.memory_of(instructions, report)
+            smallest = need if smallest is None else min(smallest, need)
             if need <= free:
                 chosen.append(instructions)
                 free -= need
+        self._smallest = smallest
         return chosen
 
 
