@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import protocol
+from .boss_dependencies import Dependencies
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
 from .protocol import (
@@ -102,6 +103,7 @@ class BossLoop:
         self.scheduler = pickle.loads(config.scheduler_blob)
         self.fail_fast = config.on_error == "raise"
         self.book = TaskBook()
+        self.deps = Dependencies()
         self.pool = Pool(config.start_method)
         self.classes: dict[int, WorkerClassSpec] = {}
         self.commons: dict[int, list[Any]] = {}      # batch -> [blob, tasks not ended]
@@ -142,7 +144,7 @@ class BossLoop:
                 if handler is not None:
                     handler(fd)
         status, reason = self.result
-        pending = tuple(t.tid for t in self.book.pending.tasks())
+        pending = (*(t.tid for t in self.book.pending.tasks()), *self.deps.blocked)
         return Goodbye(status, reason, pending)
 
     def _watch(self, fd: int, handler: Any) -> None:
@@ -159,7 +161,7 @@ class BossLoop:
             return
         if self.stopping:
             self._exit("stopped", "STOP: running tasks finished, nothing more launched")
-        elif self.ending and not book.pending:
+        elif self.ending and not book.pending and not self.deps.blocked:
             self._exit("finished", "every instruction set ran")
 
     def _exit(self, status: str, reason: str) -> None:
@@ -194,8 +196,14 @@ class BossLoop:
             entry = self.commons[msg.batch_id] = [msg.common_blob, 0]
         entry[1] += len(msg.tasks)
         for spec in msg.tasks:
-            self.book.add(Task(spec.tid, spec.class_key, msg.batch_id, spec.view,
-                               self.classes[spec.class_key].qualname))
+            task = Task(spec.tid, spec.class_key, msg.batch_id, spec.view,
+                        self.classes[spec.class_key].qualname)
+            reason = spec.cancelled or self.deps.add(task, spec.after)
+            if reason is None:
+                self.book.add(task)
+            elif reason:
+                self._cancel_unstarted(task, reason)
+            # "": it waits for its prerequisites in self.deps
 
     def _on_signal(self, msg: Control) -> None:
         sig = msg.signal
@@ -220,8 +228,8 @@ class BossLoop:
             self._leave_to_workers()
             self._exit("stopped", "STOP_LISTENING: running tasks were left to finish alone")
         elif sig is Signal.STOP_RIGHTNOW:
-            self._cancel_running("STOP_RIGHTNOW")
             self._exit("stopped", "STOP_RIGHTNOW: running tasks were terminated")
+            self._cancel_running("STOP_RIGHTNOW")
 
     # ---- launching --------------------------------------------------------------------
 
@@ -371,17 +379,40 @@ class BossLoop:
         duration = (outcome.ended - outcome.started) if outcome.started else None
         self.book.finish(task, TaskState(outcome.status), spec.qualname, duration,
                          outcome.peak_rss)
-        entry = self.commons[task.batch_id]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self.commons[task.batch_id]
+        self._release_common(task)
         if outcome.result_blob is not None and len(outcome.result_blob) >= protocol.OUT_OF_BAND_MIN:
             outcome = outcome._replace(result_blob=protocol.blob(outcome.result_blob))
         self.outbox.append(outcome)
         if self.fail_fast and outcome.status in ("failed", "killed", "timeout") \
                 and self.result is None:
-            self._cancel_running(f"fail-fast: task {task.name!r} ended {outcome.status}")
             self._exit("failed", f"task {task.name!r} ended {outcome.status}")
+            self._cancel_running(f"fail-fast: task {task.name!r} ended {outcome.status}")
+        if self.result is None:  # the run goes on: tasks waiting for this one move on
+            self._ended(task, outcome.status)
+
+    def _release_common(self, task: Task) -> None:
+        entry = self.commons[task.batch_id]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self.commons[task.batch_id]
+
+    def _ended(self, task: Task, status: str) -> None:
+        """Tasks waiting for ``task`` become pending, or are cancelled in turn."""
+        ready, cancel = self.deps.ended(task.name, status)
+        for waiting in ready:
+            self.book.add(waiting)
+        for waiting, reason in cancel:
+            self._cancel_unstarted(waiting, reason)
+
+    def _cancel_unstarted(self, task: Task, reason: str) -> None:
+        """A task that never started ends 'cancelled' (a prerequisite did not end done)."""
+        task.move(TaskState.CANCELLED)
+        self.book.stats.record(self.classes[task.class_key].qualname, "cancelled", None, None)
+        self._release_common(task)
+        self.outbox.append(Outcome(task.tid, "cancelled", None, None, None,
+                                   f"not run: {reason}", None, None, None, None, time.time(),
+                                   None))
+        self._ended(task, "cancelled")
 
     def _cancel_running(self, reason: str) -> None:
         """Terminate the processes of running tasks; each of their tasks ends

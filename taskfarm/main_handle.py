@@ -86,7 +86,7 @@ class Boss:
         self.on_error = on_error
         self._candidates = [resolve_worker(w) for w in workers] if workers is not None else None
         self._records: dict[int, TaskRecord] = {}
-        self._names: set[str] = set()
+        self._names: dict[str, int] = {}   # task name -> task id
         self._class_keys: dict[type[Worker], int] = {}
         self._next_tid = 0
         self._next_batch = 0
@@ -145,11 +145,42 @@ class Boss:
                 except ValueError as exc:
                     raise InstructionError(f"task {task.name!r} can never run under "
                                            f"{self.scheduler!r}: {exc}") from exc
+        waits = self._dependencies(batch)
         if batch.tasks:
-            self._send_batch(batch)
+            self._send_batch(batch, waits)
         return [t.name for t in batch.tasks]
 
-    def _send_batch(self, batch: PreparedBatch) -> None:
+    def _dependencies(self, batch: PreparedBatch) -> list[tuple[tuple[str, ...], str | None]]:
+        """Check every ``after`` (known names, no cycle) and resolve the prerequisites
+        whose reports have arrived: per task, the names still to wait for, or why it
+        must not run."""
+        in_call = {t.name for t in batch.tasks}
+        graph: dict[str, tuple[str, ...]] = {}
+        for task in batch.tasks:
+            after = tuple(task.view.get("after") or ())
+            for name in after:
+                if name not in in_call and name not in self._names:
+                    raise InstructionError(f"task {task.name!r} waits for {name!r}, which is "
+                                           "not a task given to this Boss")
+            graph[task.name] = tuple(n for n in after if n in in_call)
+        _check_acyclic(graph)
+        statuses = self._inbox.statuses
+        waits: list[tuple[tuple[str, ...], str | None]] = []
+        for task in batch.tasks:
+            unresolved: list[str] = []
+            cancelled = None
+            for name in task.view.get("after") or ():
+                status = None if name in in_call else statuses.get(self._names[name])
+                if status is None:
+                    unresolved.append(name)
+                elif status != "done":
+                    cancelled = f"its prerequisite {name!r} ended {status}"
+                    break
+            waits.append((tuple(unresolved), cancelled))
+        return waits
+
+    def _send_batch(self, batch: PreparedBatch,
+                    waits: list[tuple[tuple[str, ...], str | None]]) -> None:
         keys = dict(self._class_keys)
         new_classes = []
         for cls in dict.fromkeys(t.worker for t in batch.tasks):  # first-seen order
@@ -160,7 +191,8 @@ class Boss:
                                                    bool(cls.isolated)))
         common_blob = _dumps("common_instructions", batch.common)
         batch_id = self._next_batch
-        specs = [TaskSpec(t.tid, keys[t.worker], t.view) for t in batch.tasks]
+        specs = [TaskSpec(t.tid, keys[t.worker], t.view, *wait)
+                 for t, wait in zip(batch.tasks, waits, strict=True)]
         messages = []
         for start in range(0, len(specs), _CHUNK):
             msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
@@ -171,7 +203,7 @@ class Boss:
         self._next_batch += 1
         self._next_tid += len(batch.tasks)
         for t in batch.tasks:
-            self._names.add(t.name)
+            self._names[t.name] = t.tid
             self._records[t.tid] = TaskRecord(t.name, t.worker.__qualname__, t.view, batch.common)
         with self._send_lock:
             self._check_open("give instructions")
@@ -285,7 +317,7 @@ class Boss:
 
     def _all_ended(self) -> bool:
         inbox = self._inbox
-        return inbox.closed or len(inbox.reported) >= len(self._records)
+        return inbox.closed or len(inbox.statuses) >= len(self._records)
 
     def get_report(self, interim: bool = True, timeout: float | None = None) -> Report:
         """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;
@@ -304,7 +336,7 @@ class Boss:
                 raise TimeoutError(f"{self.name} did not answer SEND_REPORT within {timeout} s")
             snapshot = inbox.snapshots.pop(seq, None)
             tasks = list(inbox.reports)
-            reported = set(inbox.reported)
+            reported = set(inbox.statuses)
         if snapshot is None:
             return self._final_report()
         running = {tid for tid, *_ in snapshot.running}
@@ -324,7 +356,7 @@ class Boss:
         pending (it would never finish).
         """
         if not self._inbox.closed:
-            if self._halted and not self._ended and len(self._inbox.reported) < len(self._records):
+            if self._halted and not self._ended and len(self._inbox.statuses) < len(self._records):
                 raise BossStateError(f"{self.name} is halted with work pending: call "
                                      "make_them_work() first")
             if not self._ended and not self._deaf:
@@ -352,7 +384,7 @@ class Boss:
         assert goodbye is not None
         with inbox.cond:
             tasks = list(inbox.reports)
-            reported = set(inbox.reported)
+            reported = set(inbox.statuses)
         pending_ids = set(goodbye.pending)
         pending = [self._records[t].instructions() for t in sorted(goodbye.pending)]
         running = [r.name for tid, r in self._records.items()
@@ -405,6 +437,30 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             proc.wait()
     if threading.current_thread() is not inbox.thread:
         inbox.thread.join(BOSS_EXIT_WAIT)
+
+
+def _check_acyclic(graph: Mapping[str, Sequence[str]]) -> None:
+    """Raise InstructionError naming a cycle of ``after`` in ``graph``, if any."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in graph:
+        if state.get(root):
+            continue
+        path = [root]
+        stack = [iter(graph[root])]
+        state[root] = 1
+        while stack:
+            name = next(stack[-1], None)
+            if name is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(name) == 1:
+                cycle = [*path[path.index(name):], name]
+                raise InstructionError(f"tasks wait for each other in a cycle: "
+                                       f"{' -> '.join(cycle)}")
+            elif not state.get(name):
+                state[name] = 1
+                path.append(name)
+                stack.append(iter(graph.get(name, ())))
 
 
 def _dumps(what: str, value: Any) -> bytes:

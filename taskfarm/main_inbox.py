@@ -46,7 +46,7 @@ class Inbox:
         self.records = records
         self.cond = threading.Condition()
         self.reports: list[TaskReport] = []
-        self.reported: set[int] = set()
+        self.statuses: dict[int, str] = {}   # task id -> terminal status, as reported
         self.snapshots: dict[int, Snapshot] = {}
         self.goodbye: Goodbye | None = None
         self.died: BossDiedError | None = None
@@ -67,7 +67,7 @@ class Inbox:
                     reports = [self._report(o) for o in msg.outcomes]
                     with self.cond:
                         for o, report in zip(msg.outcomes, reports, strict=True):
-                            self.reported.add(o.tid)
+                            self.statuses[o.tid] = report.status.value
                             if self.first_failure is None and report.status in _FAILURES:
                                 self.first_failure = report
                         self.reports.extend(reports)

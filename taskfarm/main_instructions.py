@@ -16,7 +16,7 @@ from __future__ import annotations
 import numbers
 import pathlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +73,7 @@ def resolve_worker(worker: type[Worker] | str) -> type[Worker]:
 
 
 def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
-            candidates: Sequence[type[Worker]] | None, taken_names: set[str],
+            candidates: Sequence[type[Worker]] | None, taken_names: Container[str],
             first_tid: int) -> PreparedBatch:
     """Check, expand and match one ``set_instructions`` call.
 

@@ -68,6 +68,8 @@ class TaskSpec(NamedTuple):
     tid: int
     class_key: int
     view: dict[str, Any]    # name, builtins, individual values, simple common values
+    after: tuple[str, ...] = ()      # prerequisites not known to have ended
+    cancelled: str | None = None     # why it must not run (a prerequisite failed)
 
 
 class AddTasks(NamedTuple):

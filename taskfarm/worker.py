@@ -17,7 +17,8 @@ A Worker subclass declares its instructions as annotated class attributes::
 
 Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
 ``expected_time`` (seconds), ``resources`` (names of what the task must hold alone,
-for ``ResourceLockScheduler``) and ``scheduler_ticket`` (set by the scheduler).
+for ``ResourceLockScheduler``), ``after`` (names of the tasks that must be done before
+it starts) and ``scheduler_ticket`` (set by the scheduler).
 Class-level options (not instructions) are ``ClassVar`` annotations or plain
 attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task)
 and ``accept_undeclared`` (receive keys the class does not declare).
@@ -79,6 +80,7 @@ class Worker:
     expected_time: float = 0.0
     scheduler_ticket: int | None = None
     resources: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False

@@ -149,8 +149,8 @@ def test_builtin_numbers_are_checked() -> None:
 
 def test_declarations() -> None:
     attrs = taskfarm.worker.declared_attributes(Scale)
-    assert {"name", "memory", "expected_time", "scheduler_ticket", "resources", "value",
-            "factor", "mode"} == set(attrs)
+    assert {"name", "memory", "expected_time", "scheduler_ticket", "resources", "after",
+            "value", "factor", "mode"} == set(attrs)
     assert attrs["value"].required and not attrs["factor"].required
     assert attrs["mode"].allowed == ("mul", "div")
     assert "isolated" not in attrs and "accept_undeclared" not in attrs
