@@ -44,6 +44,7 @@ from typing import Any
 from . import protocol
 from .boss_dependencies import Dependencies
 from .boss_pool import Pool, WorkerProcess
+from .processes import THREAD_VARIABLES
 from .boss_tasks import Task, TaskBook, TaskState
 from .protocol import (
     SETTING_KEYS,
@@ -293,7 +294,7 @@ class BossLoop:
         msg = RunTask(task.tid, task.class_key, batch, instructions,
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
-                      forget, settings)
+                      forget, settings, spec.threads)
         # On failure the process is gone: its pidfd fires and the task ends 'killed'.
         self.pool.dispatch(proc, msg)
         if self.config.verbose:
@@ -496,6 +497,20 @@ class BossLoop:
             self.pool.forget(proc)  # reap: blocks until each released process has exited
 
 
+def limit_native_threads(scheduler: Any) -> None:
+    """Give each worker its share of the CPUs for native thread pools: with N workers
+    on C CPUs, C // N threads each (at least 1), through the environment the workers
+    inherit, so pools are sized right when a task first loads them. A variable the
+    user set is left alone; a Worker class's ``threads`` overrides it per task."""
+    from schedulers.cpus import available_cpus
+
+    cpus = available_cpus()
+    slots = getattr(scheduler, "max_threads", None) or cpus
+    share = max(1, cpus // max(1, slots))
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(share))
+
+
 def main(argv: list[str]) -> int:
     """Entry point: ``python -m taskfarm.boss_process CONTROL_FD REPORT_FD PARENT_PID``."""
     control_fd, report_fd, parent_pid = (int(a) for a in argv)
@@ -514,6 +529,7 @@ def main(argv: list[str]) -> int:
         return 0
     sys.path[:] = config.sys_path
     loop = BossLoop(control, reports, parent_fd, config)
+    limit_native_threads(loop.scheduler)
     linger = False
     try:
         goodbye = loop.run()

@@ -188,7 +188,7 @@ class Boss:
                 keys[cls] = len(keys)
                 new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
                                                    _dumps("Worker class", cls),
-                                                   bool(cls.isolated)))
+                                                   bool(cls.isolated), _threads(cls)))
         common_blob = _dumps("common_instructions", batch.common)
         batch_id = self._next_batch
         specs = [TaskSpec(t.tid, keys[t.worker], t.view, *wait)
@@ -437,6 +437,15 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             proc.wait()
     if threading.current_thread() is not inbox.thread:
         inbox.thread.join(BOSS_EXIT_WAIT)
+
+
+def _threads(cls: type[Worker]) -> int | None:
+    threads = cls.threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise InstructionError(f"{cls.__qualname__}.threads must be a positive int or None, "
+                               f"not {threads!r}")
+    return threads
 
 
 def _check_acyclic(graph: Mapping[str, Sequence[str]]) -> None:

@@ -21,6 +21,10 @@ BOSS_EXIT_WAIT = 2.0
 
 _PR_SET_PDEATHSIG = 1
 
+# The variables native thread pools read when they start (OpenMP, OpenBLAS, MKL, ...).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent thread ends.

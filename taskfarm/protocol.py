@@ -60,6 +60,7 @@ class WorkerClassSpec(NamedTuple):
     qualname: str
     blob: bytes             # cloudpickled class; the boss never unpickles it
     isolated: bool
+    threads: int | None = None  # native thread pools of its tasks (None: the default share)
 
 
 class TaskSpec(NamedTuple):
@@ -102,6 +103,7 @@ class RunTask(NamedTuple):
     common_blob: bytes | None
     forget: tuple[int, ...]
     settings: dict[str, Any] | None = None  # process settings a scheduler asked for
+    threads: int | None = None              # the Worker class's own native thread limit
 
 
 # Keys a scheduler may set in an instruction set to ask for process settings; the boss

@@ -20,8 +20,10 @@ Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
 for ``ResourceLockScheduler``), ``after`` (names of the tasks that must be done before
 it starts) and ``scheduler_ticket`` (set by the scheduler).
 Class-level options (not instructions) are ``ClassVar`` annotations or plain
-attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task)
-and ``accept_undeclared`` (receive keys the class does not declare).
+attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task),
+``accept_undeclared`` (receive keys the class does not declare) and ``threads`` (the
+size of the native thread pools — BLAS, OpenMP — of its tasks; by default each worker
+gets its share of the CPUs, so N workers never run N x cores threads).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ __all__ = ["Attribute", "Worker", "declared_attributes", "registered_workers"]
 _MISSING = object()
 
 # Class attributes that configure the class; never instructions.
-CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared"})
+CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared", "threads"})
 
 # Weak references, so that classes defined in a function (tests, notebooks) go away.
 _REGISTRY: list[weakref.ref[type[Worker]]] = []
@@ -84,6 +86,7 @@ class Worker:
 
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False
+    threads: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

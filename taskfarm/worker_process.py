@@ -27,7 +27,7 @@ import cloudpickle
 import tblib
 
 from . import protocol
-from .processes import die_with_parent
+from .processes import THREAD_VARIABLES, die_with_parent
 from .protocol import Channel, Outcome, RunTask, Skip
 from .worker import Worker
 
@@ -55,7 +55,22 @@ class _State:
         self.set_up: set[int] = set()
         self.commons: dict[int, dict[str, Any]] = {}
         self.cpu: int | None = None
+        # Native thread pools: the boss's default share (from the environment the
+        # process inherited) until a Worker class asks for another size.
+        share = os.environ.get("OMP_NUM_THREADS", "")
+        self.default_threads = int(share) if share.isdigit() else None
+        self.threads = self.default_threads
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def limit_native_threads(threads: int) -> None:
+    """Size native thread pools: the environment for pools loaded from now on,
+    threadpoolctl for those already loaded. Called only when the size changes."""
+    from threadpoolctl import threadpool_limits
+
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(threads)
 
 
 def apply_settings(state: _State, settings: dict[str, Any]) -> None:
@@ -78,6 +93,10 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     try:
         if msg.settings:
             apply_settings(state, msg.settings)
+        wanted = msg.threads or state.default_threads
+        if wanted is not None and wanted != state.threads:
+            limit_native_threads(wanted)
+            state.threads = wanted
         for batch in msg.forget:
             state.commons.pop(batch, None)
         if msg.class_blob is not None:

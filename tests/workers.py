@@ -236,3 +236,23 @@ class RecordingLoad:
         finally:
             os.close(fd)
         return busy, available
+
+
+class BlasThreads(taskfarm.Worker):
+    """Reports the size of numpy's BLAS thread pool in its process."""
+
+    item: int
+
+    def task(self) -> tuple[int, int]:
+        import numpy as np
+        from threadpoolctl import threadpool_info
+
+        np.dot(np.ones((64, 64)), np.ones((64, 64)))
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        return os.getpid(), blas[0]
+
+
+class WideBlasThreads(BlasThreads):
+    """The same, for a class that asks for two threads."""
+
+    threads = 2
