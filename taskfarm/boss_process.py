@@ -44,8 +44,8 @@ from typing import Any
 from . import protocol
 from .boss_dependencies import Dependencies
 from .boss_pool import Pool, WorkerProcess
-from .processes import THREAD_VARIABLES
 from .boss_tasks import Task, TaskBook, TaskState
+from .processes import THREAD_VARIABLES
 from .protocol import (
     SETTING_KEYS,
     AddTasks,
