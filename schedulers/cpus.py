@@ -23,20 +23,56 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_dirs(controller: str) -> list[Path]:
+    """The directories of this process's cgroup for ``controller`` and of its
+    ancestors (a limit anywhere up the tree applies), v2 and v1 layouts alike."""
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota_us / period_us if quota_us > 0 else None
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    found: list[Path] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":                          # v2: one unified hierarchy
+            base = CGROUP_ROOT
+        elif controller in controllers.split(","):     # v1: one hierarchy per controller
+            base = CGROUP_ROOT / controllers
+            if not base.exists():
+                base = CGROUP_ROOT / controller
+        else:
+            continue
+        here = base / path.lstrip("/")
+        while True:
+            if here.is_dir():
+                found.append(here)
+            if here == base:
+                break
+            here = here.parent
+    return found
+
+
+def _cgroup_quota() -> float | None:
+    """The smallest CPU quota (in CPUs) on this process's cgroup path, if any."""
+    quotas = []
+    for directory in cgroup_dirs("cpu"):
+        try:
+            quota, period = (directory / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                quotas.append(int(quota) / int(period))
+            continue
+        except (OSError, ValueError):
+            pass
+        try:
+            quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+            period_us = int((directory / "cpu.cfs_period_us").read_text())
+            if quota_us > 0:
+                quotas.append(quota_us / period_us)
+        except (OSError, ValueError, ZeroDivisionError):
+            pass
+    return min(quotas, default=None)
 
 
 def packed_cpus() -> list[int]:
@@ -66,11 +102,12 @@ def memory_budget_mib(fraction: float) -> float:
     import psutil
 
     total = psutil.virtual_memory().total
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            total = min(total, int(text))
+    for directory in cgroup_dirs("memory"):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            try:
+                text = (directory / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                total = min(total, int(text))
     return fraction * total / 2**20

@@ -45,7 +45,7 @@ from . import protocol
 from .boss_dependencies import Dependencies
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
-from .processes import THREAD_VARIABLES
+from .processes import THREAD_VARIABLES, ExitInfo, oom_kills
 from .protocol import (
     SETTING_KEYS,
     AddTasks,
@@ -105,6 +105,7 @@ class BossLoop:
         self.fail_fast = config.on_error == "raise"
         self.book = TaskBook()
         self.deps = Dependencies()
+        self.oom_count = oom_kills()   # to tell an OOM kill from another SIGKILL
         self.pool = Pool(config.start_method)
         self.classes: dict[int, WorkerClassSpec] = {}
         self.commons: dict[int, list[Any]] = {}      # batch -> [blob, tasks not ended]
@@ -348,9 +349,21 @@ class BossLoop:
                 self.book.begin(current, time.time())
             self._finish(current, Outcome(
                 current.tid, "killed", None, None, "taskfarm.errors.WorkerKilledError",
-                f"worker process {proc.pid} {info.describe()} without reporting", None,
+                f"worker process {proc.pid} {info.describe()} without reporting"
+                f"{self._likely_cause(info)}", None,
                 proc.pid, current.instructions.get("scheduler_ticket"), current.started,
                 time.time(), None, info.exitcode, info.signal_name))
+
+    def _likely_cause(self, info: ExitInfo) -> str:
+        """Name the out-of-memory killer when it is the likely cause of a SIGKILL: the
+        kernel's count of its kills rose since the boss last looked."""
+        if info.signal_name != "SIGKILL":
+            return ""
+        count = oom_kills()
+        rose = count is not None and self.oom_count is not None and count > self.oom_count
+        self.oom_count = count
+        return (" (likely the out-of-memory killer: the kernel's oom_kill count rose; "
+                "give the task more memory or declare more)") if rose else ""
 
     def _requeue_all(self, proc: WorkerProcess) -> None:
         while proc.tasks:

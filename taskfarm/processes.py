@@ -59,6 +59,19 @@ class ExitInfo:
         return f"exited with code {self.exitcode}"
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since boot
+    (``oom_kill`` in /proc/vmstat, memory-cgroup kills included); None if unknown."""
+    try:
+        with open("/proc/vmstat", "rb") as vmstat:
+            for line in vmstat:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def signal_name(number: int) -> str:
     """SIGKILL for 9; 'signal N' for numbers Python does not name."""
     try:

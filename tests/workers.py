@@ -256,3 +256,18 @@ class WideBlasThreads(BlasThreads):
     """The same, for a class that asks for two threads."""
 
     threads = 2
+
+
+class Hog(taskfarm.Worker):
+    """Moves its own process into a (small) memory cgroup, then allocates ``mib``."""
+
+    cgroup: str
+    mib: int
+
+    def task(self) -> int:
+        with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
+        block = bytearray(self.mib * 2**20)
+        for i in range(0, len(block), 4096):  # touch every page
+            block[i] = 1
+        return len(block)
