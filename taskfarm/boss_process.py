@@ -27,6 +27,9 @@ task ends 'killed' with the signal or exit code named, and its slot is refilled.
 
 The boss dies with the main program: its control pipe reaches EOF and the main
 program's pidfd becomes readable, whichever comes first; it then stops every worker.
+
+``BossLoop`` holds the state; its launching half lives in :mod:`.boss_launch` and how
+tasks end in :mod:`.boss_endings`.
 """
 
 from __future__ import annotations
@@ -38,16 +41,15 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import protocol
 from .boss_dependencies import Dependencies
+from .boss_endings import Endings
+from .boss_launch import Launching, limit_native_threads
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
-from .processes import THREAD_VARIABLES, ExitInfo, oom_kills
+from .processes import oom_kills
 from .protocol import (
-    SETTING_KEYS,
     AddTasks,
     Channel,
     Configure,
@@ -55,7 +57,6 @@ from .protocol import (
     Goodbye,
     Outcome,
     Outcomes,
-    RunTask,
     Signal,
     Snapshot,
     WorkerClassSpec,
@@ -68,31 +69,7 @@ class _ParentGone(Exception):
     """The main program is gone: stop everything, say nothing."""
 
 
-class _Without(Mapping[str, Any]):
-    """A read-only view of a mapping without one key: the running tasks as they will
-    be once a given one has ended, for a prefetching scheduler. O(1) to make."""
-
-    __slots__ = ("_key", "_mapping")
-
-    def __init__(self, mapping: Mapping[str, Any], key: str) -> None:
-        self._mapping, self._key = mapping, key
-
-    def __getitem__(self, key: str) -> Any:
-        if key == self._key:
-            raise KeyError(key)
-        return self._mapping[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k in self._mapping if k != self._key)
-
-    def __len__(self) -> int:
-        return len(self._mapping) - (self._key in self._mapping)
-
-    def values(self) -> Any:  # the Mapping default goes through __getitem__ per key
-        return [v for k, v in self._mapping.items() if k != self._key]
-
-
-class BossLoop:
+class BossLoop(Launching, Endings):
     """The boss's state and its event loop; see the module docstring."""
 
     def __init__(self, control: Channel, reports: Channel, parent_fd: int,
@@ -233,85 +210,6 @@ class BossLoop:
             self._exit("stopped", "STOP_RIGHTNOW: running tasks were terminated")
             self._cancel_running("STOP_RIGHTNOW")
 
-    # ---- launching --------------------------------------------------------------------
-
-    def _launch(self) -> None:
-        book = self.book
-        self.recheck_at = None
-        if self.halted or self.stopping or not book.pending:
-            return
-        chosen, _ = self.scheduler.launchable(book.pending, book.running_view, book.stats)
-        for item in chosen:
-            task = book.lookup(item)
-            if task is not None:
-                self._start(task, None)
-        if self.prefetch:
-            self._prefetch()
-        if book.pending and self.recheck_after is not None:
-            delay = self.recheck_after()
-            if delay is not None:
-                self.recheck_at = time.monotonic() + max(0.0, delay)
-
-    def _prefetch(self) -> None:
-        """Give each busy pool process its next task now, so that it starts the moment
-        the current one ends (only with a scheduler that allows it, see
-        BaseScheduler.prefetch). The scheduler is asked as if the process's current
-        task had ended."""
-        book = self.book
-        while self.unfed and book.pending:
-            proc = self.unfed.pop()
-            if len(proc.tasks) != 1 or proc.task_conn is None:
-                continue
-            current = proc.tasks[0]
-            others = _Without(book.running_view, current.name)
-            chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
-            task = book.lookup(chosen[0]) if chosen else None
-            if task is not None:
-                self._start(task, proc)
-
-    def _start(self, task: Task, behind: WorkerProcess | None) -> None:
-        """Hand ``task`` to an idle (or new) process, or queue it ``behind`` the task a
-        busy process runs."""
-        spec = self.classes[task.class_key]
-        if behind is None:
-            proc = self.pool.take_idle(spec.isolated or self.config.isolated)
-            if proc.pidfd not in self.fd_owner:  # a new process: watch pipe and sentinel
-                for fd, handler in ((proc.result_conn.fileno(), self._on_result),
-                                    (proc.pidfd, self._on_exit)):
-                    self._watch(fd, handler)
-                    self.fd_owner[fd] = proc
-        else:
-            proc = behind
-        self.book.launch(task, behind is not None, time.time())
-        proc.tasks.append(task)
-        task.worker = proc
-        if behind is None and not proc.isolated:
-            self.unfed.add(proc)
-        batch = task.batch_id
-        forget = tuple(b for b in proc.commons if b not in self.commons)
-        instructions = dict(task.instructions)
-        settings = {key[9:]: instructions.pop(key) for key in SETTING_KEYS
-                    if key in instructions} or None
-        msg = RunTask(task.tid, task.class_key, batch, instructions,
-                      None if task.class_key in proc.classes else spec.blob,
-                      None if batch in proc.commons else self.commons[batch][0],
-                      forget, settings, spec.threads)
-        # On failure the process is gone: its pidfd fires and the task ends 'killed'.
-        self.pool.dispatch(proc, msg)
-        if self.config.verbose:
-            how = "queued" if behind is not None else "launched"
-            print(f"[taskfarm boss] {how} {task.name} on pid {proc.pid}", file=sys.stderr)
-
-    def _take_back_queued(self) -> None:
-        """HALT, STOP: ask every process to drop the task queued behind its current one
-        (if it has not started, it comes back as pending)."""
-        for proc in self.pool.procs.values():
-            for task in list(proc.tasks)[1:]:
-                if task.tid not in self.skipping and proc.task_conn is not None:
-                    self.skipping.add(task.tid)
-                    self.pool.skip(proc, task.tid)
-        self.unfed.clear()
-
     # ---- workers ----------------------------------------------------------------------
 
     def _on_result(self, fd: int) -> None:
@@ -354,124 +252,6 @@ class BossLoop:
                 proc.pid, current.instructions.get("scheduler_ticket"), current.started,
                 time.time(), None, info.exitcode, info.signal_name))
 
-    def _likely_cause(self, info: ExitInfo) -> str:
-        """Name the out-of-memory killer when it is the likely cause of a SIGKILL: the
-        kernel's count of its kills rose since the boss last looked."""
-        if info.signal_name != "SIGKILL":
-            return ""
-        count = oom_kills()
-        rose = count is not None and self.oom_count is not None and count > self.oom_count
-        self.oom_count = count
-        return (" (likely the out-of-memory killer: the kernel's oom_kill count rose; "
-                "give the task more memory or declare more)") if rose else ""
-
-    def _requeue_all(self, proc: WorkerProcess) -> None:
-        while proc.tasks:
-            task = proc.tasks.pop()
-            self.skipping.discard(task.tid)
-            self.book.requeue(task)
-
-    def _task_outcome(self, proc: WorkerProcess, outcome: Outcome) -> None:
-        if not proc.tasks or proc.tasks[0].tid != outcome.tid:
-            return  # a worker answers its tasks in order; anything else is ignored
-        task = proc.tasks.popleft()
-        # The task queued behind started as this outcome was sent; say so before
-        # _finish, which may drain that task's own outcome (fail-fast).
-        if proc.tasks and proc.tasks[0].tid not in self.skipping:
-            self.book.begin(proc.tasks[0], time.time())
-        self.skipping.discard(task.tid)
-        if outcome.status == "skipped":
-            self.book.requeue(task)
-        else:
-            if task.state is TaskState.QUEUED:  # asked back too late: it had started
-                self.book.begin(task, outcome.started or time.time())
-            self._finish(task, outcome)
-
-    def _finish(self, task: Task, outcome: Outcome) -> None:
-        task.worker = None
-        spec = self.classes[task.class_key]
-        duration = (outcome.ended - outcome.started) if outcome.started else None
-        self.book.finish(task, TaskState(outcome.status), spec.qualname, duration,
-                         outcome.peak_rss)
-        self._release_common(task)
-        if outcome.result_blob is not None and len(outcome.result_blob) >= protocol.OUT_OF_BAND_MIN:
-            outcome = outcome._replace(result_blob=protocol.blob(outcome.result_blob))
-        self.outbox.append(outcome)
-        if self.fail_fast and outcome.status in ("failed", "killed", "timeout") \
-                and self.result is None:
-            self._exit("failed", f"task {task.name!r} ended {outcome.status}")
-            self._cancel_running(f"fail-fast: task {task.name!r} ended {outcome.status}")
-        if self.result is None:  # the run goes on: tasks waiting for this one move on
-            self._ended(task, outcome.status)
-
-    def _release_common(self, task: Task) -> None:
-        entry = self.commons[task.batch_id]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self.commons[task.batch_id]
-
-    def _ended(self, task: Task, status: str) -> None:
-        """Tasks waiting for ``task`` become pending, or are cancelled in turn."""
-        ready, cancel = self.deps.ended(task.name, status)
-        for waiting in ready:
-            self.book.add(waiting)
-        for waiting, reason in cancel:
-            self._cancel_unstarted(waiting, reason)
-
-    def _cancel_unstarted(self, task: Task, reason: str) -> None:
-        """A task that never started ends 'cancelled' (a prerequisite did not end done)."""
-        task.move(TaskState.CANCELLED)
-        self.book.stats.record(self.classes[task.class_key].qualname, "cancelled", None, None)
-        self._release_common(task)
-        self.outbox.append(Outcome(task.tid, "cancelled", None, None, None,
-                                   f"not run: {reason}", None, None, None, None, time.time(),
-                                   None))
-        self._ended(task, "cancelled")
-
-    def _cancel_running(self, reason: str) -> None:
-        """Terminate the processes of running tasks; each of their tasks ends
-        'cancelled' unless its outcome arrived meanwhile, in which case that stands."""
-        procs = [p for p in self.pool.procs.values() if p.tasks]
-        if not procs:
-            return
-        self.pool.stop(procs)  # terminates and reaps; descriptors stay open to drain
-        for proc in procs:
-            while (late := self.pool.drain(proc)) is not None:
-                self._task_outcome(proc, late)
-        for proc in procs:
-            self._unwatch_process(proc)
-            self.unfed.discard(proc)
-            self.pool.discard(proc)
-            if not proc.tasks:
-                continue
-            task = proc.tasks.popleft()
-            self._requeue_all(proc)  # queued behind it: never started, back to pending
-            self.skipping.discard(task.tid)
-            self._finish(task, Outcome(task.tid, "cancelled", None, None, None, reason,
-                                       None, proc.pid, task.instructions.get("scheduler_ticket"),
-                                       task.started, time.time(), None))
-
-    def _leave_to_workers(self) -> None:
-        """STOP_LISTENING: running tasks are left to their processes. Queued tasks are
-        asked back; one whose predecessor has still not reported after the Skip was
-        written can no longer start (the worker reads the Skip before it), so it is
-        reported pending. Only one whose predecessor ended meanwhile is left to its
-        worker with the running ones."""
-        self._drain_all()
-        self._take_back_queued()
-        self._drain_all()
-        for proc in self.pool.procs.values():
-            while len(proc.tasks) > 1:
-                task = proc.tasks.pop()
-                self.skipping.discard(task.tid)
-                self.book.requeue(task)
-
-    def _drain_all(self) -> None:
-        """Handle every outcome already written by a busy process, without blocking."""
-        for proc in list(self.pool.procs.values()):
-            while proc.tasks and (late := self.pool.drain(proc)) is not None:
-                self._task_outcome(proc, late)
-
     def _unwatch_process(self, proc: WorkerProcess) -> None:
         for fd in proc.watched:
             self._unwatch(fd)
@@ -508,20 +288,6 @@ class BossLoop:
                     proc.result_conn = None
         for proc in list(self.pool.procs.values()):
             self.pool.forget(proc)  # reap: blocks until each released process has exited
-
-
-def limit_native_threads(scheduler: Any) -> None:
-    """Give each worker its share of the CPUs for native thread pools: with N workers
-    on C CPUs, C // N threads each (at least 1), through the environment the workers
-    inherit, so pools are sized right when a task first loads them. A variable the
-    user set is left alone; a Worker class's ``threads`` overrides it per task."""
-    from schedulers.cpus import available_cpus
-
-    cpus = available_cpus()
-    slots = getattr(scheduler, "max_threads", None) or cpus
-    share = max(1, cpus // max(1, slots))
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(share))
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,141 @@
+"""Launching, in the boss process: asking the scheduler what may start, handing tasks
+to worker processes, keeping the next task queued in each busy process (prefetch), and
+taking queued tasks back. A part of :class:`taskfarm.boss_process.BossLoop`, which
+holds the state these methods share.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .boss_pool import WorkerProcess
+from .boss_tasks import Task
+from .processes import THREAD_VARIABLES
+from .protocol import SETTING_KEYS, RunTask
+
+if TYPE_CHECKING:
+    from .boss_process import BossLoop
+
+
+class Without(Mapping[str, Any]):
+    """A read-only view of a mapping without one key: the running tasks as they will
+    be once a given one has ended, for a prefetching scheduler. O(1) to make."""
+
+    __slots__ = ("_key", "_mapping")
+
+    def __init__(self, mapping: Mapping[str, Any], key: str) -> None:
+        self._mapping, self._key = mapping, key
+
+    def __getitem__(self, key: str) -> Any:
+        if key == self._key:
+            raise KeyError(key)
+        return self._mapping[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._mapping if k != self._key)
+
+    def __len__(self) -> int:
+        return len(self._mapping) - (self._key in self._mapping)
+
+    def values(self) -> Any:  # the Mapping default goes through __getitem__ per key
+        return [v for k, v in self._mapping.items() if k != self._key]
+
+
+
+class Launching:
+    """The launching half of the boss loop (see the module docstring)."""
+
+    def _launch(self: BossLoop) -> None:
+        book = self.book
+        self.recheck_at = None
+        if self.halted or self.stopping or not book.pending:
+            return
+        chosen, _ = self.scheduler.launchable(book.pending, book.running_view, book.stats)
+        for item in chosen:
+            task = book.lookup(item)
+            if task is not None:
+                self._start(task, None)
+        if self.prefetch:
+            self._prefetch()
+        if book.pending and self.recheck_after is not None:
+            delay = self.recheck_after()
+            if delay is not None:
+                self.recheck_at = time.monotonic() + max(0.0, delay)
+
+    def _prefetch(self: BossLoop) -> None:
+        """Give each busy pool process its next task now, so that it starts the moment
+        the current one ends (only with a scheduler that allows it, see
+        BaseScheduler.prefetch). The scheduler is asked as if the process's current
+        task had ended."""
+        book = self.book
+        while self.unfed and book.pending:
+            proc = self.unfed.pop()
+            if len(proc.tasks) != 1 or proc.task_conn is None:
+                continue
+            current = proc.tasks[0]
+            others = Without(book.running_view, current.name)
+            chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
+            task = book.lookup(chosen[0]) if chosen else None
+            if task is not None:
+                self._start(task, proc)
+
+    def _start(self: BossLoop, task: Task, behind: WorkerProcess | None) -> None:
+        """Hand ``task`` to an idle (or new) process, or queue it ``behind`` the task a
+        busy process runs."""
+        spec = self.classes[task.class_key]
+        if behind is None:
+            proc = self.pool.take_idle(spec.isolated or self.config.isolated)
+            if proc.pidfd not in self.fd_owner:  # a new process: watch pipe and sentinel
+                for fd, handler in ((proc.result_conn.fileno(), self._on_result),
+                                    (proc.pidfd, self._on_exit)):
+                    self._watch(fd, handler)
+                    self.fd_owner[fd] = proc
+        else:
+            proc = behind
+        self.book.launch(task, behind is not None, time.time())
+        proc.tasks.append(task)
+        task.worker = proc
+        if behind is None and not proc.isolated:
+            self.unfed.add(proc)
+        batch = task.batch_id
+        forget = tuple(b for b in proc.commons if b not in self.commons)
+        instructions = dict(task.instructions)
+        settings = {key[9:]: instructions.pop(key) for key in SETTING_KEYS
+                    if key in instructions} or None
+        msg = RunTask(task.tid, task.class_key, batch, instructions,
+                      None if task.class_key in proc.classes else spec.blob,
+                      None if batch in proc.commons else self.commons[batch][0],
+                      forget, settings, spec.threads)
+        # On failure the process is gone: its pidfd fires and the task ends 'killed'.
+        self.pool.dispatch(proc, msg)
+        if self.config.verbose:
+            how = "queued" if behind is not None else "launched"
+            print(f"[taskfarm boss] {how} {task.name} on pid {proc.pid}", file=sys.stderr)
+
+    def _take_back_queued(self: BossLoop) -> None:
+        """HALT, STOP: ask every process to drop the task queued behind its current one
+        (if it has not started, it comes back as pending)."""
+        for proc in self.pool.procs.values():
+            for task in list(proc.tasks)[1:]:
+                if task.tid not in self.skipping and proc.task_conn is not None:
+                    self.skipping.add(task.tid)
+                    self.pool.skip(proc, task.tid)
+        self.unfed.clear()
+
+
+def limit_native_threads(scheduler: Any) -> None:
+    """Give each worker its share of the CPUs for native thread pools: with N workers
+    on C CPUs, C // N threads each (at least 1), through the environment the workers
+    inherit, so pools are sized right when a task first loads them. A variable the
+    user set is left alone; a Worker class's ``threads`` overrides it per task."""
+    from schedulers.cpus import available_cpus
+
+    cpus = available_cpus()
+    slots = getattr(scheduler, "max_threads", None) or cpus
+    share = max(1, cpus // max(1, slots))
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(share))
