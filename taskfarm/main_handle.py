@@ -29,7 +29,13 @@ from .errors import (
     TaskError,
 )
 from .main_inbox import Inbox, TaskRecord
-from .main_instructions import PreparedBatch, prepare, resolve_worker
+from .main_instructions import (
+    PreparedBatch,
+    check_policies,
+    prepare,
+    resolve_policies,
+    resolve_worker,
+)
 from .processes import BOSS_EXIT_WAIT
 from .protocol import AddTasks, Channel, Configure, Control, Signal, TaskSpec, WorkerClassSpec
 from .report import Report, ReportStatus, TaskReport, TaskStatus
@@ -59,12 +65,17 @@ class Boss:
             ``"spawn"`` (fresh interpreters).
         workers: restrict matching to these Worker classes (default: every Worker
             subclass defined).
+        timeout, retries, retry_on, retry_memory: per-task policies for the whole run,
+            used where neither the instruction set nor the Worker class sets them
+            (see :class:`Worker`).
     """
 
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  on_error: Literal["raise", "continue"] = "raise", isolated: bool = False,
                  start_method: str = "fork",
-                 workers: Sequence[type[Worker] | str] | None = None) -> None:
+                 workers: Sequence[type[Worker] | str] | None = None,
+                 timeout: float | None = None, retries: int = 0,
+                 retry_on: Sequence[str] | None = None, retry_memory: float = 1.0) -> None:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
         if start_method not in START_METHODS:
@@ -73,6 +84,17 @@ class Boss:
             from schedulers import MaxThreadsScheduler
 
             scheduler = MaxThreadsScheduler()
+        policies: dict[str, Any] = {"timeout": timeout, "retries": retries,
+                                    "retry_memory": retry_memory}
+        if retry_on is not None:
+            policies["retry_on"] = tuple(retry_on)
+        try:
+            check_policies(policies, "Boss")
+        except InstructionError as exc:
+            raise ValueError(str(exc)) from None
+        self._policies = {k: v for k, v in policies.items()
+                          if v is not None and not (k == "retries" and v == 0)
+                          and not (k == "retry_memory" and v == 1.0)}
         if not callable(getattr(scheduler, "launchable", None)):
             raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
                             "subclass schedulers.BaseScheduler")
@@ -136,6 +158,7 @@ class Boss:
                         individual_instructions if individual_instructions is not None else {},
                         worker=worker, candidates=self._candidates, taken_names=self._names,
                         first_tid=self._next_tid)
+        resolve_policies(batch, self._policies)
         if self._check is not None:
             for task in batch.tasks:
                 try:

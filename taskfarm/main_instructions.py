@@ -29,6 +29,10 @@ from .errors import (
 from .worker import Attribute, Worker, declared_attributes, registered_workers
 
 BUILTIN_NUMBERS = ("memory", "expected_time")
+# Per-task policies: given per instruction set, else by the Worker class (a class
+# attribute of its own), else for the whole run (Boss options).
+POLICIES = ("timeout", "retries", "retry_on", "retry_memory")
+RETRYABLE = frozenset({"failed", "killed", "timeout"})
 _TEMPLATE = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")
 _SIMPLE = (str, int, float, bool, type(None))
 _MAX_SHOWN_CANDIDATES = 12
@@ -284,6 +288,52 @@ def _task_name(cls: type[Worker], tid: int, values: Mapping[str, Any]) -> str:
         return str(default)
 
     return _TEMPLATE.sub(field, name) if "[" in name else name
+
+
+def resolve_policies(batch: PreparedBatch, run: Mapping[str, Any]) -> None:
+    """Put each task's effective timeout, retries, retry_on and retry_memory in its
+    view (the most specific source wins), and check them."""
+    for task in batch.tasks:
+        for key in POLICIES:
+            if key in task.view:
+                continue
+            value = batch.common.get(key, _NO)
+            if value is _NO:
+                value = _class_default(task.worker, key)
+            if value is _NO:
+                value = run.get(key, _NO)
+            if value is not _NO and value is not None:
+                task.view[key] = value
+        check_policies(task.view, f"task {task.name!r}")
+
+
+def check_policies(values: Mapping[str, Any], where: str) -> None:
+    """Raise InstructionError for a negative timeout or retries, an unknown retry_on."""
+    timeout = values.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise InstructionError(f"{where}: timeout must be a positive number of seconds, "
+                               f"got {timeout!r}")
+    retries = values.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InstructionError(f"{where}: retries must be an int >= 0, got {retries!r}")
+    retry_on = values.get("retry_on", ())
+    if isinstance(retry_on, str) or not set(retry_on) <= RETRYABLE:
+        raise InstructionError(f"{where}: retry_on must list endings among "
+                               f"{sorted(RETRYABLE)}, got {retry_on!r}")
+    factor = values.get("retry_memory", 1.0)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+        raise InstructionError(f"{where}: retry_memory must be a factor >= 1, got {factor!r}")
+
+
+def _class_default(cls: type[Worker], key: str) -> Any:
+    """The value a Worker subclass gives ``key`` itself, or _NO."""
+    for klass in cls.__mro__:
+        if klass is Worker:
+            return _NO
+        if key in klass.__dict__:
+            return klass.__dict__[key]
+    return _NO
 
 
 def _check_builtin_numbers(index: int, values: Mapping[str, Any]) -> None:

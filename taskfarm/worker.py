@@ -18,7 +18,10 @@ A Worker subclass declares its instructions as annotated class attributes::
 Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
 ``expected_time`` (seconds), ``resources`` (names of what the task must hold alone,
 for ``ResourceLockScheduler``), ``after`` (names of the tasks that must be done before
-it starts) and ``scheduler_ticket`` (set by the scheduler).
+it starts), ``timeout`` (seconds), ``retries`` (extra attempts), ``retry_on`` (which
+endings are retried), ``retry_memory`` (factor applied to ``memory`` at each retry) and
+``scheduler_ticket`` (set by the scheduler). A subclass gives its own default for any
+of them as a class attribute (``timeout = 600``).
 Class-level options (not instructions) are ``ClassVar`` annotations or plain
 attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task),
 ``accept_undeclared`` (receive keys the class does not declare) and ``threads`` (the
@@ -83,6 +86,10 @@ class Worker:
     scheduler_ticket: int | None = None
     resources: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[str, ...] = ("failed", "killed", "timeout")
+    retry_memory: float = 1.0
 
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False
