@@ -15,6 +15,9 @@ from .boss_tasks import Task, TaskState
 from .processes import ExitInfo, oom_kills
 from .protocol import Outcome
 
+# Endings retried when a task asks for retries without saying which.
+RETRYABLE = ("failed", "killed", "timeout")
+
 if TYPE_CHECKING:
     from .boss_process import BossLoop
 
@@ -47,6 +50,7 @@ class Endings:
         # _finish, which may drain that task's own outcome (fail-fast).
         if proc.tasks and proc.tasks[0].tid not in self.skipping:
             self.book.begin(proc.tasks[0], time.time())
+            self._began(proc.tasks[0])
         self.skipping.discard(task.tid)
         if outcome.status == "skipped":
             self.book.requeue(task)
@@ -56,6 +60,13 @@ class Endings:
             self._finish(task, outcome)
 
     def _finish(self: BossLoop, task: Task, outcome: Outcome) -> None:
+        instructions = task.instructions
+        if self.result is None and len(task.attempts) < instructions.get("retries", 0) \
+                and outcome.status in instructions.get("retry_on", RETRYABLE):
+            self._retry(task, outcome)
+            return
+        if task.attempts:
+            outcome = outcome._replace(attempts=tuple(task.attempts))
         task.worker = None
         spec = self.classes[task.class_key]
         duration = (outcome.ended - outcome.started) if outcome.started else None
@@ -71,6 +82,18 @@ class Endings:
             self._cancel_running(f"fail-fast: task {task.name!r} ended {outcome.status}")
         if self.result is None:  # the run goes on: tasks waiting for this one move on
             self._ended(task, outcome.status)
+
+    def _retry(self: BossLoop, task: Task, outcome: Outcome) -> None:
+        """Another attempt: back to the front of the pending queue, with more memory
+        declared if ``retry_memory`` asks for it."""
+        why = (f"{outcome.error_type}: {outcome.error_text}" if outcome.status == "failed"
+               else outcome.error_text or "")
+        task.attempts.append((outcome.status, why))
+        factor = task.instructions.get("retry_memory", 1.0)
+        if factor != 1.0 and task.instructions.get("memory"):
+            task.instructions["memory"] *= factor
+        task.worker = None
+        self.book.requeue(task)
 
     def _release_common(self: BossLoop, task: Task) -> None:
         entry = self.commons[task.batch_id]

@@ -97,6 +97,8 @@ class Launching:
         else:
             proc = behind
         self.book.launch(task, behind is not None, time.time())
+        if behind is None:
+            self._began(task)
         proc.tasks.append(task)
         task.worker = proc
         if behind is None and not proc.isolated:

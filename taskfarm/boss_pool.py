@@ -34,8 +34,8 @@ START_METHODS = ("fork", "spawn")
 class WorkerProcess:
     """The boss's handle on one worker process."""
 
-    __slots__ = ("classes", "commons", "isolated", "pid", "pidfd", "result_conn", "task_conn",
-                 "tasks", "watched")
+    __slots__ = ("classes", "commons", "doomed_by", "isolated", "pid", "pidfd", "result_conn",
+                 "task_conn", "tasks", "watched")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
@@ -49,6 +49,7 @@ class WorkerProcess:
         # The Task it runs first, then at most one queued behind it (prefetch).
         self.tasks: deque[Any] = deque()
         self.watched = (result_conn.fileno(), pidfd)   # what the boss polls for it
+        self.doomed_by: int | None = None  # the task whose timeout is stopping this process
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} tasks={[t.tid for t in self.tasks]}>"

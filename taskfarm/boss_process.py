@@ -34,6 +34,9 @@ tasks end in :mod:`.boss_endings`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 import os
 import pickle
 import select
@@ -48,7 +51,7 @@ from .boss_endings import Endings
 from .boss_launch import Launching, limit_native_threads
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
-from .processes import oom_kills
+from .processes import TERMINATE_GRACE, kill_quietly, oom_kills
 from .protocol import (
     AddTasks,
     Channel,
@@ -83,6 +86,9 @@ class BossLoop(Launching, Endings):
         self.book = TaskBook()
         self.deps = Dependencies()
         self.oom_count = oom_kills()   # to tell an OOM kill from another SIGKILL
+        # (when, order, kind, task id or pid, attempt): task timeouts and SIGKILL times.
+        self.deadlines: list[tuple[float, int, str, int, int]] = []
+        self.order = itertools.count()
         self.pool = Pool(config.start_method)
         self.classes: dict[int, WorkerClassSpec] = {}
         self.commons: dict[int, list[Any]] = {}      # batch -> [blob, tasks not ended]
@@ -115,13 +121,16 @@ class BossLoop(Launching, Endings):
             self._flush()
             if self.result is not None:
                 break
-            timeout = None  # block until an event, or until the scheduler's re-check
-            if self.recheck_at is not None:
-                timeout = max(0.0, (self.recheck_at - time.monotonic()) * 1000)
+            # Block until an event, the nearest task deadline or the scheduler's re-check.
+            wake = min(self.recheck_at or math.inf, self.deadlines[0][0] if self.deadlines
+                       else math.inf)
+            timeout = None if wake == math.inf else max(0.0, (wake - time.monotonic()) * 1000)
             for fd, _ in self.poller.poll(timeout):
                 handler = self.handlers.get(fd)
                 if handler is not None:
                     handler(fd)
+            if self.deadlines and self.deadlines[0][0] <= time.monotonic():
+                self._expire()
         status, reason = self.result
         pending = (*(t.tid for t in self.book.pending.tasks()), *self.deps.blocked)
         return Goodbye(status, reason, pending)
@@ -226,7 +235,7 @@ class BossLoop(Launching, Endings):
                 break
         if proc.isolated:
             self.pool.release(proc)
-        elif proc.task_conn is not None:
+        elif proc.task_conn is not None and proc.doomed_by is None:
             if not proc.tasks:
                 self.pool.idle.append(proc)
             elif len(proc.tasks) == 1:
@@ -239,18 +248,67 @@ class BossLoop(Launching, Endings):
         self._unwatch_process(proc)
         self.unfed.discard(proc)
         info = self.pool.forget(proc)
-        if proc.tasks:
-            # Its current task died with it; a task queued behind never started.
-            current = proc.tasks.popleft()
-            self._requeue_all(proc)
-            if current.state is TaskState.QUEUED:
-                self.book.begin(current, time.time())
+        if not proc.tasks:
+            return
+        # Its current task died with it; a task queued behind never started.
+        current = proc.tasks.popleft()
+        self._requeue_all(proc)
+        if proc.doomed_by is not None and proc.doomed_by != current.tid:
+            self.book.requeue(current)  # hit by the signal meant for the task before it
+            return
+        if current.state is TaskState.QUEUED:
+            self.book.begin(current, time.time())
+        if proc.doomed_by == current.tid:
+            ran = time.time() - (current.started or time.time())
             self._finish(current, Outcome(
-                current.tid, "killed", None, None, "taskfarm.errors.WorkerKilledError",
-                f"worker process {proc.pid} {info.describe()} without reporting"
-                f"{self._likely_cause(info)}", None,
-                proc.pid, current.instructions.get("scheduler_ticket"), current.started,
-                time.time(), None, info.exitcode, info.signal_name))
+                current.tid, "timeout", None, None, None,
+                f"ran past its timeout of {current.instructions['timeout']:g} s: stopped after "
+                f"{ran:.1f} s ({info.describe()})", None, proc.pid,
+                current.instructions.get("scheduler_ticket"), current.started, time.time(),
+                None, info.exitcode, info.signal_name))
+            return
+        self._finish(current, Outcome(
+            current.tid, "killed", None, None, "taskfarm.errors.WorkerKilledError",
+            f"worker process {proc.pid} {info.describe()} without reporting"
+            f"{self._likely_cause(info)}", None,
+            proc.pid, current.instructions.get("scheduler_ticket"), current.started,
+            time.time(), None, info.exitcode, info.signal_name))
+
+    # ---- deadlines --------------------------------------------------------------------
+
+    def _began(self, task: Task) -> None:
+        """A task started running: its timeout, if it has one, starts now."""
+        timeout = task.instructions.get("timeout")
+        if timeout:
+            heapq.heappush(self.deadlines, (time.monotonic() + timeout, next(self.order),
+                                            "timeout", task.tid, len(task.attempts)))
+
+    def _expire(self) -> None:
+        """Act on every deadline that has passed: time tasks out, then kill what did
+        not stop within the grace period."""
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, _, kind, ref, attempt = heapq.heappop(self.deadlines)
+            if kind == "timeout":
+                task = self.book.running.get(ref)
+                if task is not None and task.state is TaskState.RUNNING \
+                        and len(task.attempts) == attempt and task.worker is not None \
+                        and task.worker.doomed_by is None:
+                    self._time_out(task)
+            else:
+                proc = self.pool.procs.get(ref)
+                if proc is not None and proc.doomed_by is not None:
+                    kill_quietly(proc.pid, signal.SIGKILL)
+
+    def _time_out(self, task: Task) -> None:
+        """SIGTERM now (a task may catch it to clean up), SIGKILL after the grace
+        period; the process's death ends the task 'timeout'."""
+        proc = task.worker
+        proc.doomed_by = task.tid
+        self.unfed.discard(proc)
+        kill_quietly(proc.pid, signal.SIGTERM)
+        heapq.heappush(self.deadlines, (time.monotonic() + TERMINATE_GRACE, next(self.order),
+                                        "kill", proc.pid, 0))
 
     def _unwatch_process(self, proc: WorkerProcess) -> None:
         for fd in proc.watched:

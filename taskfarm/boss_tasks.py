@@ -42,7 +42,8 @@ _ALLOWED = {
     TaskState.PENDING: {TaskState.QUEUED, TaskState.RUNNING, TaskState.CANCELLED},
     TaskState.QUEUED: {TaskState.RUNNING, TaskState.PENDING, TaskState.CANCELLED},
     TaskState.RUNNING: {TaskState.DONE, TaskState.FAILED, TaskState.KILLED,
-                        TaskState.TIMEOUT, TaskState.CANCELLED},
+                        TaskState.TIMEOUT, TaskState.CANCELLED,
+                        TaskState.PENDING},  # a retry, or a task our own signal hit
 }
 
 
@@ -58,8 +59,8 @@ class InstructionSet(dict[str, Any]):
 class Task:
     """One task in the boss."""
 
-    __slots__ = ("batch_id", "class_key", "entry", "instructions", "started", "state", "tid",
-                 "worker")
+    __slots__ = ("attempts", "batch_id", "class_key", "entry", "instructions", "started",
+                 "state", "tid", "worker")
 
     def __init__(self, tid: int, class_key: int, batch_id: int, view: dict[str, Any],
                  worker: str = "") -> None:
@@ -73,6 +74,7 @@ class Task:
         self.started: float | None = None
         self.worker: Any = None  # the worker process running it
         self.entry = 0           # which pending-queue entry is its live one
+        self.attempts: list[tuple[str, str]] = []  # earlier attempts: (ending, why)
 
     @property
     def name(self) -> str:
@@ -232,8 +234,11 @@ class TaskBook:
         self.running_view[task.name] = task.instructions
 
     def requeue(self, task: Task) -> None:
-        """A queued task that never started goes back to the front of the pending queue."""
+        """A task goes back to the front of the pending queue: queued but never started,
+        to be retried, or hit by a signal meant for the task before it."""
         task.move(TaskState.PENDING)
+        task.started = None
+        self.running_view.pop(task.name, None)
         del self.running[task.tid]
         task.instructions.pop("scheduler_ticket", None)
         task.worker = None

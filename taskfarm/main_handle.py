@@ -527,9 +527,9 @@ def _boss_environment() -> dict[str, str]:
 def _task_exception(report: TaskReport) -> BaseException:
     if report.exception is not None:
         return report.exception
-    if report.status is TaskStatus.CANCELLED:
-        return TaskCancelledError(f"task {report.name!r} was cancelled: {report.reason}",
-                                  report.name)
+    if report.status in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT):
+        return TaskCancelledError(f"task {report.name!r} ended {report.status}: "
+                                  f"{report.reason}", report.name)
     return TaskError(f"task {report.name!r} ended {report.status}: {report.reason}",
                      report.name, report.traceback)
 

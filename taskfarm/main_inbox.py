@@ -127,6 +127,7 @@ class Inbox:
             report.reason = o.error_text
         else:
             report.reason = o.error_text
+        report.attempts = [*o.attempts, (report.status.value, report.reason or "")]
         return report
 
 

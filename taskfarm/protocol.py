@@ -139,6 +139,7 @@ class Outcome(NamedTuple):
     exitcode: int | None = None
     signal_name: str | None = None
     cpu: int | None = None      # the CPU the process was pinned to, if it was
+    attempts: tuple[tuple[str, str], ...] = ()  # earlier attempts: (ending, why), boss-made
 
 
 # ---- boss -> main -------------------------------------------------------------------

@@ -48,6 +48,8 @@ class TaskReport:
     in isolated mode, the process high-water mark in pool mode). ``reason`` says why a
     task was killed or cancelled; ``exitcode``/``signal_name`` say how a killed task's
     process ended; ``cpu`` is the CPU its process was pinned to (binding schedulers).
+    ``attempts`` lists every attempt as (ending, why), the last being this one: more
+    than one when the task was retried.
     """
 
     name: str
@@ -66,6 +68,7 @@ class TaskReport:
     exitcode: int | None = None
     signal_name: str | None = None
     cpu: int | None = None
+    attempts: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def duration(self) -> float | None:

@@ -271,3 +271,31 @@ class Hog(taskfarm.Worker):
         for i in range(0, len(block), 4096):  # touch every page
             block[i] = 1
         return len(block)
+
+
+class Stuck(taskfarm.Worker):
+    """Blocks on a gate nobody opens: only a timeout ends it."""
+
+    gate: Gate
+    label: str = ""
+
+    def task(self) -> None:
+        self.gate.wait()
+
+
+class Flaky(taskfarm.Worker):
+    """Counts its attempts in a file; fails (or dies) on the first, succeeds after."""
+
+    marks: str
+    how: Literal["fail_once", "kill_once", "always_fail"] = "fail_once"
+
+    def task(self) -> tuple[int, float]:
+        path = os.path.join(self.marks, self.name)
+        with open(path, "a") as marks:
+            marks.write("x")
+        attempt = os.path.getsize(path)
+        if self.how == "always_fail" or attempt == 1:
+            if self.how == "kill_once":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise WorkerBoom(f"attempt {attempt}")
+        return attempt, self.memory
