@@ -58,7 +58,7 @@ def test_timeout_precedence_set_over_class_over_run(gate: Gate) -> None:
 
 
 def test_fail_fast_on_a_timeout(gate: Gate) -> None:
-    with pytest.raises(taskfarm.TaskCancelledError, match="timeout of 0.2 s"):
+    with pytest.raises(taskfarm.TaskCancelledError, match=r"timeout of 0\.2 s"):
         taskfarm.batch_main({"gate": gate, "timeout": 0.2}, worker=Stuck, print_report=None)
 
 
