@@ -112,6 +112,12 @@ class Worker:
         keep it on the class. The default does nothing.
         """
 
+    def on_stop(self) -> None:
+        """Called in the worker process when its task is being stopped (a timeout,
+        STOP_RIGHTNOW, fail-fast, SIGTERM), after the task's own ``finally`` blocks
+        ran: close files, write a checkpoint. The process ends right after, and is
+        killed if this takes longer than the grace period. The default does nothing."""
+
     def task(self) -> Any:
         """Do the task; the return value is the task's report value."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement task()")

@@ -8,7 +8,9 @@ before the first task of that class. It exits when the boss closes its pipe, and
 with the boss (parent-death signal) if the boss dies first.
 
 SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group, and it is the
-main program that decides what to stop. SIGTERM keeps its default (the process ends).
+main program that decides what to stop. SIGTERM (a timeout, STOP_RIGHTNOW, fail-fast)
+raises :class:`StopRequested` in the running task, so its ``finally`` blocks run and
+then the Worker's ``on_stop`` hook; the process then ends by SIGTERM as it would have.
 """
 
 from __future__ import annotations
@@ -30,6 +32,27 @@ from . import protocol
 from .processes import THREAD_VARIABLES, die_with_parent
 from .protocol import Channel, Outcome, RunTask, Skip
 from .worker import Worker
+
+
+class StopRequested(BaseException):
+    """Raised in a running task when its process is asked to stop (SIGTERM). A
+    BaseException, so that ``except Exception`` in a task does not swallow it."""
+
+
+def _stop_requested(signum: int, frame: Any) -> None:
+    raise StopRequested("the task is being stopped (SIGTERM)")
+
+
+def _end_by_sigterm() -> None:
+    """End the process as SIGTERM would have, so the boss sees the same ending."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)  # not reached
 
 
 def dumps_user(value: Any) -> bytes:
@@ -114,7 +137,15 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
             attributes.update(msg.instructions)
         else:  # a class of its own __init__ gets the instructions as keywords
             worker = cls(**{**state.commons[msg.batch_id], **msg.instructions})
-        result = worker.task()
+        try:
+            result = worker.task()
+        except StopRequested:
+            try:
+                worker.on_stop()
+            finally:
+                _end_by_sigterm()
+    except StopRequested:  # stopped while loading the class or in setup_process
+        _end_by_sigterm()
     except BaseException as exc:  # the task's failure is its report, whatever it is
         return _failure(state, msg.tid, ticket, started, exc)
     ended = time.time()
@@ -156,6 +187,7 @@ def serve(task_conn: Channel, result_conn: Channel) -> None:
     means it is not started.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_requested)
     state = _State()
     recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
     ahead: deque[RunTask | Skip] = deque()
@@ -168,6 +200,8 @@ def serve(task_conn: Channel, result_conn: Channel) -> None:
                 ahead.append(recv())
         except (EOFError, OSError):
             return
+        except StopRequested:  # stopped while idle
+            _end_by_sigterm()
         if any(isinstance(m, Skip) and m.tid == msg.tid for m in ahead):
             ahead = deque(m for m in ahead if not (isinstance(m, Skip) and m.tid == msg.tid))
             outcome = Outcome(msg.tid, "skipped", None, None, None, None, None, state.pid,

@@ -299,3 +299,21 @@ class Flaky(taskfarm.Worker):
                 os.kill(os.getpid(), signal.SIGKILL)
             raise WorkerBoom(f"attempt {attempt}")
         return attempt, self.memory
+
+
+class Checkpointing(taskfarm.Worker):
+    """Waits on its gate; when stopped, its finally block and on_stop leave marks."""
+
+    gate: Gate
+    mailbox: Mailbox
+    out_dir: str
+
+    def task(self) -> None:
+        self.mailbox.post(f"started {self.name} {os.getpid()}")
+        try:
+            self.gate.wait()
+        finally:
+            Path(self.out_dir, f"{self.name}.finally").write_text("cleaned up")
+
+    def on_stop(self) -> None:
+        Path(self.out_dir, f"{self.name}.checkpoint").write_text("state saved")
