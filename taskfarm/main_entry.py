@@ -8,7 +8,9 @@ instructions to the end, prints the per-task report and returns it; on a failure
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,22 +50,48 @@ def batch_main(common_instructions: Mapping[str, Any] | None = None,
 
     Fail-fast by default: the first failing task stops the others, the report is
     printed and the task's own exception is re-raised. With ``on_error="continue"``
-    every task runs and the report lists each failure. On any exception (Ctrl-C
-    included) every worker is stopped before it propagates. ``print_report=None``
+    every task runs and the report lists each failure. On any exception every worker
+    is stopped and the partial report printed before it propagates: Ctrl-C re-raises
+    KeyboardInterrupt (exit status 130), SIGTERM exits with 143. ``print_report=None``
     prints nothing.
     """
     boss = run_as_server(common_instructions, individual_instructions, scheduler, verbose,
                          worker, **boss_options)
+    previous = _catch_sigterm()
     try:
         report = boss.wait_till_finished()
-    except BaseException:
+    except BaseException as exc:
         boss.close()
         if print_report is not None and boss.finished and boss._inbox.died is None:
             print_report(boss.get_report(interim=False).format())
+            sys.stdout.flush()
+        if isinstance(exc, _Terminated):
+            raise SystemExit(128 + signal.SIGTERM) from None
         raise
     finally:
         boss.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if print_report is not None:
         print_report(report.format())
         sys.stdout.flush()
     return report
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during batch_main."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _catch_sigterm() -> Any:
+    """Turn SIGTERM into an exception while batch_main runs, so that the farm is
+    stopped and the partial report printed before the program exits with 143. Only in
+    the main thread, and only if nobody else has a handler for it."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -98,8 +98,22 @@ def test_ctrl_c_during_batch_main_leaves_no_process(tmp_path: Path, gate: Gate,
         workers = _worker_pids(mailbox)
         family = [p.pid for p in psutil.Process(main_pid).children(recursive=True)]
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
-        proc.communicate(timeout=10)
-        assert proc.returncode != 0
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode in (130, -signal.SIGINT)
+        assert "taskfarm report: stopped" in out  # the partial report
+    _assert_gone([*family, *workers])
+
+
+def test_sigterm_during_batch_main_exits_143_after_the_partial_report(
+        tmp_path: Path, gate: Gate, mailbox: Mailbox) -> None:
+    proc, main_pid = _run(tmp_path, gate, mailbox, "batch")
+    with proc:
+        workers = _worker_pids(mailbox)
+        family = [p.pid for p in psutil.Process(main_pid).children(recursive=True)]
+        os.kill(main_pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 143
+        assert "taskfarm report: stopped" in out and "pending" in out
     _assert_gone([*family, *workers])
 
 
