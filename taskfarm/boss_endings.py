@@ -6,6 +6,7 @@ SIGKILL blamed on the out-of-memory killer when that is the likely cause. A part
 
 from __future__ import annotations
 
+import pickle
 import time
 from typing import TYPE_CHECKING
 
@@ -75,6 +76,9 @@ class Endings:
         self._release_common(task)
         if outcome.result_blob is not None and len(outcome.result_blob) >= protocol.OUT_OF_BAND_MIN:
             outcome = outcome._replace(result_blob=protocol.blob(outcome.result_blob))
+        if outcome.result_buffers:  # forwarded as they came: out of band, no copy
+            outcome = outcome._replace(result_buffers=tuple(
+                pickle.PickleBuffer(b) for b in outcome.result_buffers))
         self.outbox.append(outcome)
         if self.fail_fast and outcome.status in ("failed", "killed", "timeout") \
                 and self.result is None:

@@ -110,7 +110,7 @@ class Inbox:
                             o.cpu)
         if o.status == "done":
             try:
-                report.result = pickle.loads(o.result_blob)
+                report.result = pickle.loads(o.result_blob, buffers=o.result_buffers)
             except Exception as exc:
                 report.status = TaskStatus.FAILED
                 report.exception = RemoteTaskError(

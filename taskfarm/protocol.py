@@ -140,6 +140,8 @@ class Outcome(NamedTuple):
     signal_name: str | None = None
     cpu: int | None = None      # the CPU the process was pinned to, if it was
     attempts: tuple[tuple[str, str], ...] = ()  # earlier attempts: (ending, why), boss-made
+    # Large buffers of the result (numpy data), out of band: never copied into a pickle.
+    result_buffers: tuple[Any, ...] = ()
 
 
 # ---- boss -> main -------------------------------------------------------------------

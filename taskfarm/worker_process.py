@@ -55,13 +55,17 @@ def _end_by_sigterm() -> None:
     os._exit(128 + signal.SIGTERM)  # not reached
 
 
-def dumps_user(value: Any) -> bytes:
+def dumps_user(value: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     """Pickle a user value: plain pickle first (fast), cloudpickle for what it cannot
-    do (lambdas, classes from ``__main__``)."""
+    do (lambdas, classes from ``__main__``). With ``buffers``, large data that supports
+    it (numpy arrays) is left out of the pickle and appended there instead."""
+    callback = buffers.append if buffers is not None else None
     try:
-        return pickle.dumps(value, protocol=5)
+        return pickle.dumps(value, protocol=5, buffer_callback=callback)
     except Exception:
-        return cloudpickle.dumps(value, protocol=5)
+        if buffers is not None:
+            buffers.clear()
+        return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
 
 
 def _peak_rss() -> int:
@@ -149,15 +153,17 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     except BaseException as exc:  # the task's failure is its report, whatever it is
         return _failure(state, msg.tid, ticket, started, exc)
     ended = time.time()
+    buffers: list[pickle.PickleBuffer] = []
     try:
-        result_blob = dumps_user(result)
+        result_blob = dumps_user(result, buffers)
     except BaseException as exc:
         return Outcome(msg.tid, "failed", None, None, "taskfarm.errors.RemoteTaskError",
                        f"the result ({type(result).__qualname__}) could not be pickled to send "
                        f"it back: {type(exc).__name__}: {exc}",
                        None, state.pid, ticket, started, ended, _peak_rss())
     return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
-                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu)
+                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu,
+                   result_buffers=tuple(buffers))
 
 
 def _failure(state: _State, tid: int, ticket: int | None, started: float,
