@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import psutil
-from workers import Journal
+from workers import Chaos, Gate, Journal
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
@@ -19,11 +19,13 @@ from schedulers import MaxThreadsScheduler
 TASKS = 400
 
 
-def _kill_workers(boss_pid: int, stop: threading.Event, kills: list[int], seed: int) -> None:
-    """Until ``stop``, SIGKILL a random worker of the boss every few milliseconds."""
+def _kill_workers(boss_pid: int, stop: threading.Event, kills: list[int], seed: int,
+                  most: int = 10**9) -> None:
+    """Until ``stop`` (or ``most`` kills), SIGKILL a random worker of the boss every few
+    milliseconds."""
     rng = random.Random(seed)
     boss = psutil.Process(boss_pid)
-    while not stop.wait(rng.uniform(0.002, 0.01)):
+    while len(kills) < most and not stop.wait(rng.uniform(0.002, 0.01)):
         try:
             workers = boss.children()
         except psutil.NoSuchProcess:
@@ -65,3 +67,54 @@ def test_random_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None
             assert runs == 1, f"{task.name} is done but ran {runs} times"
         else:
             assert task.signal_name == "SIGKILL" and runs <= 1
+
+
+def _boss_fds(boss_pid: int) -> int:
+    """The boss's descriptors that are not per worker (each worker has three: its two
+    pipes and its pidfd)."""
+    workers = len(psutil.Process(boss_pid).children())
+    return len(os.listdir(f"/proc/{boss_pid}/fd")) - 3 * workers
+
+
+def test_fault_injection_2000_tasks(tmp_path: Path, gate: Gate) -> None:
+    rng = random.Random(11)
+    hows = rng.choices(["ok", "raise", "exit", "hang"], weights=[960, 25, 10, 5], k=2000)
+    kills: list[int] = []
+    stop = threading.Event()
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Chaos], on_error="continue") as boss:
+        boss.set_instructions({"out_dir": str(tmp_path), "how": "ok"}, {"name": ["w1", "w2"]})
+        boss.make_them_work()
+        assert len([r for r in boss.as_completed(timeout=60)]) == 2
+        fds_before = _boss_fds(boss.pid)
+        names = boss.set_instructions({"out_dir": str(tmp_path), "gate": gate, "timeout": 0.5},
+                                      {"how": hows})
+        killer = threading.Thread(target=_kill_workers, args=(boss.pid, stop, kills, 3, 40))
+        killer.start()
+        try:
+            seen = [r for r in boss.as_completed(timeout=120)]
+        finally:
+            stop.set()
+            killer.join()
+        fds_after = _boss_fds(boss.pid)
+        report = boss.wait_till_finished(timeout=60)
+    assert fds_after == fds_before, "the boss leaked descriptors"
+    by_name = {t.name: t for t in report.tasks}
+    assert sorted(r.name for r in seen) == sorted(names)  # exactly one report each
+    assert len(by_name) == 2002 and report.pending == []
+    counts = report.counts()
+    assert counts["done"] + counts["failed"] + counts["killed"] + counts["timeout"] == 2002
+    for name, how in zip(names, hows, strict=True):
+        task = by_name[name]
+        runs = (tmp_path / name).read_text().count("done") if (tmp_path / name).exists() else 0
+        status = str(task.status)
+        if task.ok:
+            assert how == "ok" and runs == 1, f"{name} done, ran {runs} times"
+        elif how == "exit":  # its own exit, or a chaos SIGKILL first
+            assert status == "killed" and (task.exitcode == 7 or task.signal_name == "SIGKILL")
+        elif how == "raise":  # its exception, or a chaos SIGKILL first
+            assert status == "failed" or (status == "killed" and task.signal_name == "SIGKILL")
+        elif how == "hang":  # its timeout, or a chaos SIGKILL first
+            assert status == "timeout" or (status == "killed" and task.signal_name == "SIGKILL")
+        elif how == "ok":
+            assert status == "killed" and task.signal_name == "SIGKILL" and runs <= 1
+    print(f"fault injection: {len(kills)} SIGKILLs, {counts}")

@@ -317,3 +317,22 @@ class Checkpointing(taskfarm.Worker):
 
     def on_stop(self) -> None:
         Path(self.out_dir, f"{self.name}.checkpoint").write_text("state saved")
+
+
+class Chaos(taskfarm.Worker):
+    """Ends as ``how`` says; a done task appends its name to its own file first."""
+
+    out_dir: str
+    how: Literal["ok", "raise", "exit", "hang"] = "ok"
+    gate: Gate | None = None
+
+    def task(self) -> str:
+        if self.how == "raise":
+            raise WorkerBoom(self.name)
+        if self.how == "exit":
+            os._exit(7)
+        if self.how == "hang":
+            self.gate.wait()  # nobody opens it: the timeout ends the task
+        with open(os.path.join(self.out_dir, self.name), "a") as out:
+            out.write("done\n")
+        return self.name
