@@ -4,10 +4,11 @@ until every prerequisite is done; when one ends in any other state, the task end
 'cancelled' with the reason, and so do the tasks that wait for it.
 
 The main program has already checked the names (each one given, no cycle) and
-resolved prerequisites whose reports it has. The boss remembers the endings of the
-last ``RECENT_ENDINGS`` tasks for the only case left: a prerequisite that ended while
-its report was on its way to the main program. Memory stays bounded for a service
-that runs for weeks.
+resolved prerequisites whose reports it has. The case left is a prerequisite that ended
+while its report was on its way to the main program. Messages arrive in order, so a
+prerequisite the boss no longer holds has ended; the boss remembers only the last
+``RECENT_FAILURES`` endings that were not 'done' (any other ended done). A healthy run
+keeps nothing per task, and memory stays bounded for a service that runs for weeks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 
 from .boss_tasks import Task
 
-RECENT_ENDINGS = 1 << 16
+RECENT_FAILURES = 1 << 16
 
 
 class Dependencies:
@@ -28,7 +29,7 @@ class Dependencies:
         self.blocked: dict[int, Task] = {}            # tid -> task waiting for others
         self._waiting: dict[int, int] = {}            # tid -> prerequisites not done yet
         self._dependents: dict[str, list[Task]] = {}  # prerequisite name -> waiting tasks
-        self._recent: OrderedDict[str, str] = OrderedDict()  # name -> terminal status
+        self._failed: OrderedDict[str, str] = OrderedDict()  # name -> ending not 'done'
 
     def add(self, task: Task, after: Iterable[str]) -> str | None:
         """Register a new task. Returns None when it may go to the pending queue now,
@@ -40,8 +41,8 @@ class Dependencies:
                 self._dependents.setdefault(name, []).append(task)
                 count += 1
                 continue
-            status = self._recent.get(name)
-            if status != "done":
+            status = self._failed.get(name)
+            if status is not None:  # not live and not failed: it ended done
                 del self.live[task.name]
                 self._forget_waits(task)
                 return _reason(name, status)
@@ -56,9 +57,10 @@ class Dependencies:
         their reason); the caller reports the cancelled ones ended in turn, which
         cascades to the tasks waiting for them."""
         self.live.pop(name, None)
-        self._recent[name] = status
-        if len(self._recent) > RECENT_ENDINGS:
-            self._recent.popitem(last=False)
+        if status != "done":
+            self._failed[name] = status
+            if len(self._failed) > RECENT_FAILURES:
+                self._failed.popitem(last=False)
         ready: list[Task] = []
         cancel: list[tuple[Task, str]] = []
         for task in self._dependents.pop(name, ()):
@@ -81,7 +83,5 @@ class Dependencies:
                 waiting.remove(task)
 
 
-def _reason(name: str, status: str | None) -> str:
-    if status is None:
-        return f"its prerequisite {name!r} ended long ago and its outcome is unknown here"
+def _reason(name: str, status: str) -> str:
     return f"its prerequisite {name!r} ended {status}"

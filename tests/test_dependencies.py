@@ -93,4 +93,5 @@ def test_the_boss_remembers_recent_endings_for_reports_in_flight() -> None:
     deps.add(bad, ())
     deps.ended("bad", "killed")
     assert "'bad' ended killed" in deps.add(Task(3, 0, 0, {"name": "x"}), ("bad",))
-    assert "unknown here" in deps.add(Task(4, 0, 0, {"name": "y"}), ("forgotten",))
+    # Not held and not remembered as failed: it ended done (messages come in order).
+    assert deps.add(Task(4, 0, 0, {"name": "y"}), ("ended_done_long_ago",)) is None
