@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500, help="tasks given per second")
     args = parser.parse_args()
     boss = taskfarm.run_as_server(scheduler=MaxThreadsScheduler(2), worker=Step,
-                                  workers=[Step])
+                                  workers=[Step], keep_reports=False)
     boss_process, me = psutil.Process(boss.pid), psutil.Process()
     start = next_line = time.monotonic()
     end = start + args.minutes * 60

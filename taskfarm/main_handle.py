@@ -68,6 +68,10 @@ class Boss:
         timeout, retries, retry_on, retry_memory: per-task policies for the whole run,
             used where neither the instruction set nor the Worker class sets them
             (see :class:`Worker`).
+        keep_reports: keep every TaskReport for :meth:`get_report` (default). False,
+            for a service that runs for weeks: a task is forgotten once
+            :meth:`as_completed` has yielded its report (its name may then be given
+            again, and ``after`` can no longer name it), so memory stays flat.
     """
 
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
@@ -75,7 +79,8 @@ class Boss:
                  start_method: str = "fork",
                  workers: Sequence[type[Worker] | str] | None = None,
                  timeout: float | None = None, retries: int = 0,
-                 retry_on: Sequence[str] | None = None, retry_memory: float = 1.0) -> None:
+                 retry_on: Sequence[str] | None = None, retry_memory: float = 1.0,
+                 keep_reports: bool = True) -> None:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
         if start_method not in START_METHODS:
@@ -114,6 +119,7 @@ class Boss:
         self._next_batch = 0
         self._seq = itertools.count(1)
         self._consumed = 0       # reports already yielded by as_completed()
+        self._keep_reports = keep_reports
         self._send_lock = threading.Lock()
         self._halted = True
         self._ended = False      # END sent (or a stop): no more instructions
@@ -132,7 +138,7 @@ class Boss:
             os.close(control_r)
             os.close(report_w)
         self._control = Channel(control_w)
-        self._inbox = Inbox(Channel(report_r), self._proc, self._records)
+        self._inbox = Inbox(Channel(report_r), self._proc, self._records, keep_reports)
         self._inbox.thread.start()
         self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
                              verbose, self.name))
@@ -334,8 +340,13 @@ class Boss:
                 if self._consumed >= len(inbox.reports):
                     return
                 # One at a time: a caller may abandon the generator after any report.
-                report = inbox.reports[self._consumed]
-                self._consumed += 1
+                if self._keep_reports:
+                    report = inbox.reports[self._consumed]
+                    self._consumed += 1
+                else:
+                    report = inbox.reports.popleft()
+                    tid = self._names.pop(report.name)
+                    del self._records[tid], inbox.statuses[tid]
             yield report
 
     def _all_ended(self) -> bool:

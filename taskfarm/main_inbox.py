@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +41,13 @@ class Inbox:
     """Reports, snapshots and the goodbye received from one boss, behind a condition."""
 
     def __init__(self, conn: Channel, proc: subprocess.Popen[bytes],
-                 records: dict[int, TaskRecord]) -> None:
+                 records: dict[int, TaskRecord], keep_reports: bool = True) -> None:
         self.conn = conn
         self.proc = proc
         self.records = records
         self.cond = threading.Condition()
-        self.reports: list[TaskReport] = []
+        # Every report, or (keep_reports=False) those as_completed has not yielded yet.
+        self.reports: list[TaskReport] | deque[TaskReport] = [] if keep_reports else deque()
         self.statuses: dict[int, str] = {}   # task id -> terminal status, as reported
         self.snapshots: dict[int, Snapshot] = {}
         self.goodbye: Goodbye | None = None

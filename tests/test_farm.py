@@ -227,3 +227,17 @@ def test_a_failing_setup_process_fails_its_task_and_is_tried_again() -> None:
                                  scheduler=MaxThreadsScheduler(1), print_report=None)
     assert [str(t.status) for t in report.tasks] == ["failed", "done"]
     assert "model not ready" in report.tasks[0].traceback and report.tasks[1].result == 2
+
+
+def test_keep_reports_false_forgets_what_as_completed_has_yielded() -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Add], keep_reports=False) as boss:
+        boss.make_them_work()
+        for _ in range(3):
+            boss.set_instructions({"name": "again_[x]"}, {"x": list(range(50))})
+            assert sorted(r.result for r in boss.as_completed(timeout=30)) == \
+                list(range(1, 51))
+            # Forgotten: nothing kept, and the same names may be given again.
+            assert boss._records == {} and len(boss._inbox.reports) == 0
+        boss.set_instructions({"x": 1, "name": "last"})
+        report = boss.wait_till_finished(timeout=30)
+    assert [t.name for t in report.tasks] == ["last"]  # not yet yielded: still there
