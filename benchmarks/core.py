@@ -25,9 +25,12 @@ class Tiny(taskfarm.Worker):
         return self.x + 1
 
 
-def throughput(n: int, workers: int = 2, isolated: bool = False) -> float:
-    """Tiny tasks per second, from instructions given to the last report received."""
-    with taskfarm.Boss(MaxThreadsScheduler(workers), workers=[Tiny], isolated=isolated) as boss:
+def throughput(n: int, workers: int = 2, isolated: bool = False,
+               scheduler: object = None) -> float:
+    """Tiny tasks per second, from instructions given to the last report received
+    (on ``workers`` workers, or under ``scheduler``)."""
+    scheduler = scheduler or MaxThreadsScheduler(workers)
+    with taskfarm.Boss(scheduler, workers=[Tiny], isolated=isolated) as boss:
         boss.set_instructions({}, {"x": [0]})  # warm up: start the processes
         boss.make_them_work()
         next(boss.as_completed())

@@ -10,33 +10,10 @@ Goal (schedulers issue): the large run within 25% of the small run's throughput.
 from __future__ import annotations
 
 import argparse
-import time
 
-import taskfarm
+from core import throughput
+
 from schedulers import MaxMemoryScheduler, MaxThreadsScheduler
-
-
-class Tiny(taskfarm.Worker):
-    """The tiny task: ``return x + 1``."""
-
-    x: int
-
-    def task(self) -> int:
-        return self.x + 1
-
-
-def throughput(n: int, scheduler: object) -> float:
-    """Tasks per second from giving n instruction sets to the last report received."""
-    with taskfarm.Boss(scheduler, workers=[Tiny]) as boss:
-        boss.set_instructions({}, {"x": [0]})
-        boss.make_them_work()
-        next(boss.as_completed())
-        start = time.perf_counter()
-        boss.set_instructions({}, {"x": list(range(1, n + 1))})
-        count = sum(1 for _ in boss.as_completed())
-        elapsed = time.perf_counter() - start
-    assert count == n
-    return n / elapsed
 
 
 def main() -> None:
@@ -50,8 +27,8 @@ def main() -> None:
             lambda: MaxMemoryScheduler(max_memory=4096, memory_per_task=2048, learn=False),
     }
     for label, make in schedulers.items():
-        small = throughput(args.small, make())
-        large = throughput(args.large, make())
+        small = throughput(args.small, scheduler=make())
+        large = throughput(args.large, scheduler=make())
         ratio = large / small
         print(f"{label}: {args.small:,} tasks {small:,.0f}/s, {args.large:,} tasks "
               f"{large:,.0f}/s, ratio {ratio:.2f} "

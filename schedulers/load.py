@@ -86,13 +86,7 @@ class PoliteScheduler(Limited):
         if self._measured_at is None or now - self._measured_at >= self.recheck:
             self._measure(len(workers))
             self._measured_at = now
-        room = self._allowed - len(workers)
-        if room <= 0:
-            return [], pending_instructions
-        chosen = pending_instructions[:room]
-        if chosen:
-            self._give_tickets(chosen, workers)
-        return chosen, pending_instructions[room:]
+        return self._take(pending_instructions, workers, self._allowed - len(workers))
 
     def _measure(self, running: int) -> None:
         busy, available = self.probe()

@@ -28,6 +28,16 @@ class Limited(BaseScheduler):
         self.nice = nice
         self._cpus = packed_cpus() if binded else []
 
+    def _take(self, pending: Sequence[Instructions], workers: Mapping[str, Instructions],
+              room: int) -> Launch:
+        """The first ``room`` pending sets, with their tickets."""
+        if room <= 0:
+            return [], pending
+        chosen = pending[:room]
+        if chosen:
+            self._give_tickets(chosen, workers)
+        return chosen, pending[room:]
+
     def _give_tickets(self, chosen: Iterable[Instructions],
                       workers: Mapping[str, Instructions]) -> None:
         """Lowest free ticket to each chosen set; CPU and niceness if asked for."""
@@ -62,13 +72,7 @@ class MaxThreadsScheduler(Limited):
 
     def launchable(self, pending_instructions: Sequence[Instructions],
                    workers: Mapping[str, Instructions], report: Any) -> Launch:
-        room = self.max_threads - len(workers)
-        if room <= 0:
-            return [], pending_instructions
-        chosen = pending_instructions[:room]
-        if chosen:
-            self._give_tickets(chosen, workers)
-        return chosen, pending_instructions[room:]
+        return self._take(pending_instructions, workers, self.max_threads - len(workers))
 
 
 class LaxistScheduler(BaseScheduler):
