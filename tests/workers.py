@@ -309,8 +309,8 @@ class Checkpointing(taskfarm.Worker):
     out_dir: str
 
     def task(self) -> None:
-        self.mailbox.post(f"started {self.name} {os.getpid()}")
-        try:
+        try:  # announce from inside: once the test hears it, the finally is armed
+            self.mailbox.post(f"started {self.name} {os.getpid()}")
             self.gate.wait()
         finally:
             Path(self.out_dir, f"{self.name}.finally").write_text("cleaned up")
