@@ -73,7 +73,12 @@ def test_bad_settings(kwargs: dict[str, Any]) -> None:
 
 @pytest.fixture
 def load() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """One spinning process per CPU: a machine someone else is using fully."""
+    """One spinning process per CPU: a machine someone else is using fully. Skips on a
+    machine already busy with other work, where the load could not be taken away."""
+    import psutil
+
+    if psutil.cpu_percent(interval=0.5) > 50:
+        pytest.skip("the machine is already busy: the test could not remove the load")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(os.cpu_count() or 1)]
     yield spinners
