@@ -183,6 +183,8 @@ class Boss:
         """Check every ``after`` (known names, no cycle) and resolve the prerequisites
         whose reports have arrived: per task, the names still to wait for, or why it
         must not run."""
+        if "after" not in batch.own_keys and not batch.common.get("after"):
+            return [((), None)] * len(batch.tasks)  # nobody waits: nothing to check
         in_call = {t.name for t in batch.tasks}
         graph: dict[str, tuple[str, ...]] = {}
         for task in batch.tasks:

@@ -109,7 +109,7 @@ class Inbox:
         report = TaskReport(record.name, record.worker, record.instructions(),
                             TaskStatus(o.status), None, None, o.traceback, o.pid, o.ticket,
                             o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name,
-                            o.cpu)
+                            o.cpu, list(o.attempts))
         if o.status == "done":
             try:
                 report.result = pickle.loads(o.result_blob, buffers=o.result_buffers)
@@ -129,7 +129,7 @@ class Inbox:
             report.reason = o.error_text
         else:
             report.reason = o.error_text
-        report.attempts = [*o.attempts, (report.status.value, report.reason or "")]
+        report.attempts.append((report.status.value, report.reason or ""))
         return report
 
 

@@ -55,6 +55,7 @@ class PreparedBatch:
     common: dict[str, Any]
     simple_common: dict[str, Any]
     tasks: list[PreparedTask]
+    own_keys: frozenset[str] = frozenset()   # the individual instructions' keys
 
 
 def resolve_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -166,7 +167,7 @@ def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
     simple = {k: v for k, v in coerced_common.items() if _is_simple(v)}
     for task in tasks:
         task.view = {**simple, **task.view}
-    return PreparedBatch(coerced_common, simple, tasks)
+    return PreparedBatch(coerced_common, simple, tasks, frozenset(individual))
 
 
 def _check_containers(common: Any, individual: Any) -> None:
@@ -292,19 +293,37 @@ def _task_name(cls: type[Worker], tid: int, values: Mapping[str, Any]) -> str:
 
 def resolve_policies(batch: PreparedBatch, run: Mapping[str, Any]) -> None:
     """Put each task's effective timeout, retries, retry_on and retry_memory in its
-    view (the most specific source wins), and check them."""
+    view (the most specific source wins), and check them. What common instructions,
+    the class and the run give is resolved and checked once per class; only values
+    the individual instructions give are checked per task."""
+    own = [key for key in POLICIES if key in batch.own_keys]
+    bases: dict[type[Worker], dict[str, Any]] = {}
     for task in batch.tasks:
-        for key in POLICIES:
-            if key in task.view:
-                continue
-            value = batch.common.get(key, _NO)
-            if value is _NO:
-                value = _class_default(task.worker, key)
-            if value is _NO:
-                value = run.get(key, _NO)
-            if value is not _NO and value is not None:
-                task.view[key] = value
-        check_policies(task.view, f"task {task.name!r}")
+        base = bases.get(task.worker)
+        if base is None:
+            base = bases[task.worker] = _policy_base(task.worker, batch.common, run)
+            check_policies(base, f"task {task.name!r}")
+        if base:
+            view = task.view
+            for key, value in base.items():
+                view.setdefault(key, value)
+        if own:
+            check_policies(task.view, f"task {task.name!r}")
+
+
+def _policy_base(cls: type[Worker], common: Mapping[str, Any],
+                 run: Mapping[str, Any]) -> dict[str, Any]:
+    """The policies common instructions, the Worker class or the run give."""
+    base: dict[str, Any] = {}
+    for key in POLICIES:
+        value = common.get(key, _NO)
+        if value is _NO:
+            value = _class_default(cls, key)
+        if value is _NO:
+            value = run.get(key, _NO)
+        if value is not _NO and value is not None:
+            base[key] = value
+    return base
 
 
 def check_policies(values: Mapping[str, Any], where: str) -> None:

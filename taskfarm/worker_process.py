@@ -161,9 +161,10 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
                        f"the result ({type(result).__qualname__}) could not be pickled to send "
                        f"it back: {type(exc).__name__}: {exc}",
                        None, state.pid, ticket, started, ended, _peak_rss())
+    # Positional: this runs once per task, and keywords cost more.
     return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
-                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu,
-                   result_buffers=tuple(buffers))
+                   state.pid, ticket, started, ended, _peak_rss(), None, None, state.cpu,
+                   (), tuple(buffers) if buffers else ())
 
 
 def _failure(state: _State, tid: int, ticket: int | None, started: float,
