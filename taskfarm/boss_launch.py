@@ -129,7 +129,7 @@ class Launching:
         self.unfed.clear()
 
 
-def limit_native_threads(scheduler: Any) -> None:
+def default_native_threads(scheduler: Any) -> None:
     """Give each worker its share of the CPUs for native thread pools: with N workers
     on C CPUs, C // N threads each (at least 1), through the environment the workers
     inherit, so pools are sized right when a task first loads them. A variable the

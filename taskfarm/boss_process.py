@@ -48,7 +48,7 @@ from typing import Any
 
 from .boss_dependencies import Dependencies
 from .boss_endings import Endings
-from .boss_launch import Launching, limit_native_threads
+from .boss_launch import Launching, default_native_threads
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
 from .processes import TERMINATE_GRACE, kill_quietly, oom_kills
@@ -366,7 +366,7 @@ def main(argv: list[str]) -> int:
         return 0
     sys.path[:] = config.sys_path
     loop = BossLoop(control, reports, parent_fd, config)
-    limit_native_threads(loop.scheduler)
+    default_native_threads(loop.scheduler)
     linger = False
     try:
         goodbye = loop.run()

@@ -33,8 +33,10 @@ from .main_instructions import (
     PreparedBatch,
     check_policies,
     prepare,
+    resolve_dependencies,
     resolve_policies,
     resolve_worker,
+    worker_threads,
 )
 from .processes import BOSS_EXIT_WAIT
 from .protocol import AddTasks, Channel, Configure, Control, Signal, TaskSpec, WorkerClassSpec
@@ -174,41 +176,10 @@ class Boss:
                 except ValueError as exc:
                     raise InstructionError(f"task {task.name!r} can never run under "
                                            f"{self.scheduler!r}: {exc}") from exc
-        waits = self._dependencies(batch)
+        waits = resolve_dependencies(batch, self._names, self._inbox.statuses)
         if batch.tasks:
             self._send_batch(batch, waits)
         return [t.name for t in batch.tasks]
-
-    def _dependencies(self, batch: PreparedBatch) -> list[tuple[tuple[str, ...], str | None]]:
-        """Check every ``after`` (known names, no cycle) and resolve the prerequisites
-        whose reports have arrived: per task, the names still to wait for, or why it
-        must not run."""
-        if "after" not in batch.own_keys and not batch.common.get("after"):
-            return [((), None)] * len(batch.tasks)  # nobody waits: nothing to check
-        in_call = {t.name for t in batch.tasks}
-        graph: dict[str, tuple[str, ...]] = {}
-        for task in batch.tasks:
-            after = tuple(task.view.get("after") or ())
-            for name in after:
-                if name not in in_call and name not in self._names:
-                    raise InstructionError(f"task {task.name!r} waits for {name!r}, which is "
-                                           "not a task given to this Boss")
-            graph[task.name] = tuple(n for n in after if n in in_call)
-        _check_acyclic(graph)
-        statuses = self._inbox.statuses
-        waits: list[tuple[tuple[str, ...], str | None]] = []
-        for task in batch.tasks:
-            unresolved: list[str] = []
-            cancelled = None
-            for name in task.view.get("after") or ():
-                status = None if name in in_call else statuses.get(self._names[name])
-                if status is None:
-                    unresolved.append(name)
-                elif status != "done":
-                    cancelled = f"its prerequisite {name!r} ended {status}"
-                    break
-            waits.append((tuple(unresolved), cancelled))
-        return waits
 
     def _send_batch(self, batch: PreparedBatch,
                     waits: list[tuple[tuple[str, ...], str | None]]) -> None:
@@ -219,7 +190,7 @@ class Boss:
                 keys[cls] = len(keys)
                 new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
                                                    _dumps("Worker class", cls),
-                                                   bool(cls.isolated), _threads(cls)))
+                                                   bool(cls.isolated), worker_threads(cls)))
         common_blob = _dumps("common_instructions", batch.common)
         batch_id = self._next_batch
         specs = [TaskSpec(t.tid, keys[t.worker], t.view, *wait)
@@ -473,39 +444,6 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             proc.wait()
     if threading.current_thread() is not inbox.thread:
         inbox.thread.join(BOSS_EXIT_WAIT)
-
-
-def _threads(cls: type[Worker]) -> int | None:
-    threads = cls.threads
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise InstructionError(f"{cls.__qualname__}.threads must be a positive int or None, "
-                               f"not {threads!r}")
-    return threads
-
-
-def _check_acyclic(graph: Mapping[str, Sequence[str]]) -> None:
-    """Raise InstructionError naming a cycle of ``after`` in ``graph``, if any."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    for root in graph:
-        if state.get(root):
-            continue
-        path = [root]
-        stack = [iter(graph[root])]
-        state[root] = 1
-        while stack:
-            name = next(stack[-1], None)
-            if name is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state.get(name) == 1:
-                cycle = [*path[path.index(name):], name]
-                raise InstructionError(f"tasks wait for each other in a cycle: "
-                                       f"{' -> '.join(cycle)}")
-            elif not state.get(name):
-                state[name] = 1
-                path.append(name)
-                stack.append(iter(graph.get(name, ())))
 
 
 def _dumps(what: str, value: Any) -> bytes:
