@@ -77,7 +77,7 @@ def load() -> Iterator[list[subprocess.Popen[bytes]]]:
     machine already busy with other work, where the load could not be taken away."""
     import psutil
 
-    if psutil.cpu_percent(interval=0.5) > 50:
+    if psutil.cpu_percent(interval=0.5) > 25:
         pytest.skip("the machine is already busy: the test could not remove the load")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(os.cpu_count() or 1)]
@@ -89,7 +89,9 @@ def load() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def test_holds_back_under_real_load_and_starts_once_it_is_gone(
         load: list[subprocess.Popen[bytes]], mailbox: Mailbox) -> None:
-    scheduler = PoliteScheduler(max_threads=2, max_load=0.5, recheck=0.3,
+    # The test's load makes the machine fully busy (hold back); once it is gone, what
+    # else runs (under 25%, or the test skips) leaves room under 90% (launch).
+    scheduler = PoliteScheduler(max_threads=2, max_load=0.9, recheck=0.3,
                                 probe=RecordingLoad(mailbox.path))
     with taskfarm.Boss(scheduler, workers=[Busy]) as boss:
         boss.set_instructions({}, {"item": [1, 2, 3]})
