@@ -25,22 +25,22 @@ from .threads import Limited, _thread_count
 
 __all__ = ["PoliteScheduler", "system_load"]
 
-# A CPU-use reading over less time than this is noise; the load average stands in.
+# A CPU-use reading over less time than this is noise: sample this long instead.
 _MIN_SAMPLE = 0.1
 
 
 def system_load() -> tuple[float, float]:
     """(fraction of all CPUs busy since the previous call, fraction of memory
     available), read with psutil. The first call of a process, or one too soon after
-    the previous, uses the 1-minute load average instead of CPU use."""
+    the previous, samples CPU use for 0.1 s (the load average would lag by a minute)."""
     import psutil
 
-    now = time.monotonic()
     last = getattr(system_load, "_last", None)
-    busy = psutil.cpu_percent(interval=None) / 100  # since the previous call
-    if last is None or now - last < _MIN_SAMPLE:
-        busy = os.getloadavg()[0] / (psutil.cpu_count() or 1)
-    system_load._last = now  # type: ignore[attr-defined]
+    if last is None or time.monotonic() - last < _MIN_SAMPLE:
+        busy = psutil.cpu_percent(interval=_MIN_SAMPLE) / 100
+    else:
+        busy = psutil.cpu_percent(interval=None) / 100  # since the previous call
+    system_load._last = time.monotonic()  # type: ignore[attr-defined]
     memory = psutil.virtual_memory()
     return min(busy, 1.0), memory.available / memory.total
 

@@ -81,6 +81,9 @@ def load() -> Iterator[list[subprocess.Popen[bytes]]]:
         pytest.skip("the machine is already busy: the test could not remove the load")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 for _ in range(os.cpu_count() or 1)]
+    for _ in range(20):  # until the load is there to be seen (bounded)
+        if psutil.cpu_percent(interval=0.25) >= 90:
+            break
     yield spinners
     for spinner in spinners:
         spinner.kill()
