@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .main_handle import Boss
     from .protocol import Signal
     from .report import Report, ReportStatus, TaskReport, TaskStatus
+    from .shared import SharedArray
     from .worker import Worker
 
 # Public names are loaded on first use (PEP 562), so that the boss and worker
@@ -59,6 +60,7 @@ _WHERE = {
     "Boss": "main_handle",
     "Signal": "protocol",
     **dict.fromkeys(["Report", "ReportStatus", "TaskReport", "TaskStatus"], "report"),
+    "SharedArray": "shared",
     "Worker": "worker",
 }
 
@@ -89,6 +91,7 @@ __all__ = [
     "RemoteTaskError",
     "Report",
     "ReportStatus",
+    "SharedArray",
     "Signal",
     "TaskCancelledError",
     "TaskError",

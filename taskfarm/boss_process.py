@@ -46,12 +46,13 @@ import time
 import traceback
 from typing import Any
 
+from . import shared
 from .boss_dependencies import Dependencies
 from .boss_endings import Endings
 from .boss_launch import Launching, default_native_threads
 from .boss_pool import Pool, WorkerProcess
 from .boss_tasks import Task, TaskBook, TaskState
-from .processes import TERMINATE_GRACE, kill_quietly, oom_kills
+from .processes import TERMINATE_GRACE, kill_quietly, oom_kills, unlink_shared
 from .protocol import (
     AddTasks,
     Channel,
@@ -85,6 +86,7 @@ class BossLoop(Launching, Endings):
         self.fail_fast = config.on_error == "raise"
         self.book = TaskBook()
         self.deps = Dependencies()
+        self.shared: set[str] = set()   # SharedArray segments, removed if the parent dies
         self.oom_count = oom_kills()   # to tell an OOM kill from another SIGKILL
         # (when, order, kind, task id or pid, attempt): task timeouts and SIGKILL times.
         self.deadlines: list[tuple[float, int, str, int, int]] = []
@@ -177,6 +179,7 @@ class BossLoop(Launching, Endings):
         raise _ParentGone
 
     def _add_tasks(self, msg: AddTasks) -> None:
+        self.shared.update(msg.shared)
         for spec in msg.classes:
             self.classes[spec.key] = spec
         entry = self.commons.get(msg.batch_id)
@@ -365,15 +368,16 @@ def main(argv: list[str]) -> int:
     except (EOFError, OSError):
         return 0
     sys.path[:] = config.sys_path
+    shared.DEFER = True  # SharedArrays in instructions stay handles here
     loop = BossLoop(control, reports, parent_fd, config)
     default_native_threads(loop.scheduler)
-    linger = False
+    linger = parent_gone = False
     try:
         goodbye = loop.run()
         linger = goodbye.reason.startswith("STOP_LISTENING")
         loop._send(goodbye)
     except _ParentGone:
-        pass
+        parent_gone = True
     except BaseException:
         text = traceback.format_exc()
         try:
@@ -382,6 +386,8 @@ def main(argv: list[str]) -> int:
             print(text, file=sys.stderr)
     finally:
         loop.shutdown(linger)
+        if parent_gone:  # nobody else is left to remove them
+            unlink_shared(loop.shared)
     return 0
 
 

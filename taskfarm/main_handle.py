@@ -41,6 +41,7 @@ from .main_instructions import (
 from .processes import BOSS_EXIT_WAIT
 from .protocol import AddTasks, Channel, Configure, Control, Signal, TaskSpec, WorkerClassSpec
 from .report import Report, ReportStatus, TaskReport, TaskStatus
+from .shared import shared_in
 from .worker import Worker
 
 _CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
@@ -144,8 +145,10 @@ class Boss:
         self._inbox.thread.start()
         self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
                              verbose, self.name))
+        # SharedArrays given to this farm: kept alive (and mapped) until it is closed.
+        self._shared: dict[str, Any] = {}
         self._finalizer = weakref.finalize(self, _close, self._proc, self._control,
-                                           self._inbox, self._send_lock)
+                                           self._inbox, self._send_lock, self._shared)
 
     # ---- instructions -----------------------------------------------------------------
 
@@ -195,12 +198,18 @@ class Boss:
         batch_id = self._next_batch
         specs = [TaskSpec(t.tid, keys[t.worker], t.view, *wait)
                  for t, wait in zip(batch.tasks, waits, strict=True)]
+        shared = shared_in(batch.common.values())
+        for key in batch.own_keys:
+            shared += shared_in(t.view[key] for t in batch.tasks)
+        shared_names = tuple(dict.fromkeys(s.name for s in shared))
         messages = []
         for start in range(0, len(specs), _CHUNK):
             msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
-                           common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]))
+                           common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]),
+                           shared_names if start == 0 else ())
             messages.append(_dumps_message(msg))
         # Everything pickled: from here on nothing can fail because of the input.
+        self._shared.update((array.name, array) for array in shared)
         self._class_keys = keys
         self._next_batch += 1
         self._next_tid += len(batch.tasks)
@@ -427,8 +436,9 @@ class Boss:
 
 
 def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
-           lock: threading.Lock) -> None:
-    """Stop the boss if it still runs, wait for it, release the pipes."""
+           lock: threading.Lock, shared: dict[str, Any]) -> None:
+    """Stop the boss if it still runs, wait for it, release the pipes, and let go of
+    the SharedArrays given to it (each is removed once nothing else holds it)."""
     with lock:
         if not control.closed:
             if not inbox.closed:
@@ -444,6 +454,8 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             proc.wait()
     if threading.current_thread() is not inbox.thread:
         inbox.thread.join(BOSS_EXIT_WAIT)
+    if not lingering:
+        shared.clear()
 
 
 def _dumps(what: str, value: Any) -> bytes:

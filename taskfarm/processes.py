@@ -21,6 +21,21 @@ BOSS_EXIT_WAIT = 2.0
 
 _PR_SET_PDEATHSIG = 1
 
+# Where SharedArray segments live, and how their names start (see taskfarm.shared).
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = "taskfarm-"
+
+
+def unlink_shared(names: Iterable[str]) -> None:
+    """Remove SharedArray segments by name; one already gone is fine."""
+    for name in names:
+        if name.startswith(SHM_PREFIX) and "/" not in name:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except FileNotFoundError:
+                pass
+
+
 # The variables native thread pools read when they start (OpenMP, OpenBLAS, MKL, ...).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")

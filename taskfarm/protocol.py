@@ -80,6 +80,7 @@ class AddTasks(NamedTuple):
     classes: tuple[WorkerClassSpec, ...]
     common_blob: bytes
     tasks: tuple[TaskSpec, ...]
+    shared: tuple[str, ...] = ()    # SharedArray segments the boss now owns
 
 
 class Control(NamedTuple):

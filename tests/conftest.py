@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -40,6 +41,7 @@ def no_leaks() -> Iterator[None]:
     for thread in threading.enumerate():
         if thread.name == "taskfarm-receiver":  # it closes its pipe as it ends
             thread.join(max(0.0, deadline - time.monotonic()))
+    gc.collect()  # objects awaiting collection (a SharedArray's mapping) hold descriptors
     leaked = _fds() - before_fds
     assert not leaked, f"descriptors left open: {sorted(leaked)}"
 

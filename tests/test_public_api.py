@@ -13,7 +13,8 @@ import taskfarm
 EXPECTED = {
     "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError", "InstructionError",
     "InstructionTypeError", "NoMatchingWorkerError", "RemoteTaskError", "Report",
-    "ReportStatus", "Signal", "TaskCancelledError", "TaskError", "TaskReport", "TaskStatus",
+    "ReportStatus", "SharedArray", "Signal", "TaskCancelledError", "TaskError", "TaskReport",
+    "TaskStatus",
     "TaskfarmError", "Worker", "WorkerKilledError", "batch_main", "run_as_server",
 }
 

@@ -336,3 +336,25 @@ class Chaos(taskfarm.Worker):
         with open(os.path.join(self.out_dir, self.name), "a") as out:
             out.write("done\n")
         return self.name
+
+
+class UsesShared(taskfarm.Worker):
+    """Reads (or writes a row of) a SharedArray; reports what its process saw."""
+
+    data: object
+    row: int = -1
+    how: Literal["sum", "write", "uss"] = "sum"
+
+    def task(self) -> object:
+        import numpy as np
+        import psutil
+
+        assert isinstance(self.data, np.ndarray)
+        if self.how == "write":
+            self.data[self.row] = self.row
+            return self.row
+        if self.how == "uss":
+            before = psutil.Process().memory_full_info().uss
+            total = float(self.data.sum())  # touches every page
+            return total, psutil.Process().memory_full_info().uss - before
+        return float(self.data.sum()), self.data.flags.writeable
