@@ -45,7 +45,6 @@ class Without(Mapping[str, Any]):
         return [v for k, v in self._mapping.items() if k != self._key]
 
 
-
 class Launching:
     """The launching half of the boss loop (see the module docstring)."""
 

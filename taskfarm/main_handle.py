@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import cloudpickle
 
+from schedulers import BaseScheduler, MaxThreadsScheduler
+
 from .boss_pool import START_METHODS
 from .errors import (
     BossStateError,
@@ -89,30 +91,25 @@ class Boss:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
         if scheduler is None:
-            from schedulers import MaxThreadsScheduler
-
             scheduler = MaxThreadsScheduler()
-        policies: dict[str, Any] = {"timeout": timeout, "retries": retries,
-                                    "retry_memory": retry_memory}
-        if retry_on is not None:
-            policies["retry_on"] = tuple(retry_on)
+        # Run-level policies: only those that differ from the defaults.
+        policies = {"timeout": timeout, "retries": retries or None,
+                    "retry_on": tuple(retry_on) if retry_on is not None else None,
+                    "retry_memory": retry_memory if retry_memory != 1.0 else None}
+        self._policies = {k: v for k, v in policies.items() if v is not None}
         try:
-            check_policies(policies, "Boss")
+            check_policies(self._policies, "Boss")
         except InstructionError as exc:
             raise ValueError(str(exc)) from None
-        self._policies = {k: v for k, v in policies.items()
-                          if v is not None and not (k == "retries" and v == 0)
-                          and not (k == "retry_memory" and v == 1.0)}
         if not callable(getattr(scheduler, "launchable", None)):
             raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
                             "subclass schedulers.BaseScheduler")
         self.name = name or f"boss-{next(_COUNTER)}"
         self.scheduler = scheduler
-        check = getattr(scheduler, "check_instructions", None)
-        base = getattr(getattr(type(scheduler), "check_instructions", None), "__qualname__", "")
         # Only a scheduler that checks anything costs a call per instruction set.
-        self._check = None if check is None or base == "BaseScheduler.check_instructions" \
-            else check
+        checks = getattr(type(scheduler), "check_instructions", None)
+        self._check = (scheduler.check_instructions
+                       if checks not in (None, BaseScheduler.check_instructions) else None)
         self.on_error = on_error
         self._candidates = [resolve_worker(w) for w in workers] if workers is not None else None
         self._records: dict[int, TaskRecord] = {}
