@@ -18,22 +18,14 @@ from typing import Literal
 import taskfarm
 
 
-class Gate:
-    """A FIFO a worker waits on: ``wait()`` in the worker blocks until the test has
-    called ``release(n)`` for n waiting workers."""
+class _Fifo:
+    """A FIFO the test holds open read-write (so neither side blocks on open()); only
+    its path travels to worker processes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, flags: int = 0) -> None:
         self.path = str(path)
         os.mkfifo(self.path)
-        # Held open read-write by the test, so neither side blocks on open().
-        self._fd = os.open(self.path, os.O_RDWR)
-
-    def release(self, count: int = 1) -> None:
-        os.write(self._fd, b"x" * count)
-
-    def wait(self) -> None:
-        with open(self.path, "rb", buffering=0) as fifo:
-            fifo.read(1)
+        self._fd = os.open(self.path, os.O_RDWR | flags)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -45,13 +37,23 @@ class Gate:
         self.path = state["path"]
 
 
-class Mailbox:
+class Gate(_Fifo):
+    """A FIFO a worker waits on: ``wait()`` in the worker blocks until the test has
+    called ``release(n)`` for n waiting workers."""
+
+    def release(self, count: int = 1) -> None:
+        os.write(self._fd, b"x" * count)
+
+    def wait(self) -> None:
+        with open(self.path, "rb", buffering=0) as fifo:
+            fifo.read(1)
+
+
+class Mailbox(_Fifo):
     """A FIFO workers write lines to and the test reads, with a timeout."""
 
     def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        os.mkfifo(self.path)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        super().__init__(path, os.O_NONBLOCK)
         self._buffer = b""
 
     def post(self, text: str) -> None:
@@ -81,14 +83,8 @@ class Mailbox:
             self._buffer += os.read(self._fd, 65536)
         return lines
 
-    def close(self) -> None:
-        os.close(self._fd)
-
-    def __getstate__(self) -> dict[str, str]:
-        return {"path": self.path}
-
     def __setstate__(self, state: dict[str, str]) -> None:
-        self.path = state["path"]
+        super().__setstate__(state)
         self._buffer = b""
 
 
