@@ -55,21 +55,23 @@ def batch_main(common_instructions: Mapping[str, Any] | None = None,
     KeyboardInterrupt (exit status 130), SIGTERM exits with 143. ``print_report=None``
     prints nothing.
     """
-    boss = run_as_server(common_instructions, individual_instructions, scheduler, verbose,
-                         worker, **boss_options)
-    previous = _catch_sigterm()
+    previous = _catch_sigterm()  # before any worker starts: no window without it
     try:
-        report = boss.wait_till_finished()
-    except BaseException as exc:
-        boss.close()
-        if print_report is not None and boss.finished and boss._inbox.died is None:
-            print_report(boss.get_report(interim=False).format())
-            sys.stdout.flush()
-        if isinstance(exc, _Terminated):
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise
+        boss = run_as_server(common_instructions, individual_instructions, scheduler,
+                             verbose, worker, **boss_options)
+        try:
+            report = boss.wait_till_finished()
+        except BaseException:
+            boss.close()
+            if print_report is not None and boss.finished and boss._inbox.died is None:
+                print_report(boss.get_report(interim=False).format())
+                sys.stdout.flush()
+            raise
+        finally:
+            boss.close()
+    except _Terminated:
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
-        boss.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if print_report is not None:
