@@ -110,7 +110,7 @@ class Launching:
         msg = RunTask(task.tid, task.class_key, batch, instructions,
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
-                      forget, settings, spec.threads)
+                      forget, settings, spec.threads, task.payload)
         # On failure the process is gone: its pidfd fires and the task ends 'killed'.
         self.pool.dispatch(proc, msg)
         if self.config.verbose:

@@ -189,6 +189,7 @@ class BossLoop(Launching, Endings):
         for spec in msg.tasks:
             task = Task(spec.tid, spec.class_key, msg.batch_id, spec.view,
                         self.classes[spec.class_key].qualname)
+            task.payload = spec.payload
             reason = spec.cancelled or self.deps.add(task, spec.after)
             if reason is None:
                 self.book.add(task)

@@ -59,8 +59,8 @@ class InstructionSet(dict[str, Any]):
 class Task:
     """One task in the boss."""
 
-    __slots__ = ("attempts", "batch_id", "class_key", "entry", "instructions", "started",
-                 "state", "tid", "worker")
+    __slots__ = ("attempts", "batch_id", "class_key", "entry", "instructions", "payload",
+                 "started", "state", "tid", "worker")
 
     def __init__(self, tid: int, class_key: int, batch_id: int, view: dict[str, Any],
                  worker: str = "") -> None:
@@ -75,6 +75,7 @@ class Task:
         self.worker: Any = None  # the worker process running it
         self.entry = 0           # which pending-queue entry is its live one
         self.attempts: list[tuple[str, str]] = []  # earlier attempts: (ending, why)
+        self.payload: bytes | None = None  # non-simple values, opaque to the boss
 
     @property
     def name(self) -> str:

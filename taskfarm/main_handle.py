@@ -36,6 +36,7 @@ from .main_instructions import (
     resolve_dependencies,
     resolve_policies,
     resolve_worker,
+    split_simple,
     worker_threads,
 )
 from .main_reports import Reporting
@@ -191,8 +192,11 @@ class Boss(Reporting):
                                                    bool(cls.isolated), worker_threads(cls)))
         common_blob = _dumps("common_instructions", batch.common)
         batch_id = self._next_batch
-        specs = [TaskSpec(t.tid, keys[t.worker], t.view, *wait)
-                 for t, wait in zip(batch.tasks, waits, strict=True)]
+        specs = []
+        for task, wait in zip(batch.tasks, waits, strict=True):
+            view, extra = split_simple(task.view, batch.own_keys)
+            payload = _dumps(f"instructions of task {task.name!r}", extra) if extra else None
+            specs.append(TaskSpec(task.tid, keys[task.worker], view, *wait, payload))
         shared = shared_in(batch.common.values())
         for key in batch.own_keys:
             shared += shared_in(t.view[key] for t in batch.tasks)
@@ -202,7 +206,7 @@ class Boss(Reporting):
             msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
                            common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]),
                            shared_names if start == 0 else ())
-            messages.append(_dumps_message(msg))
+            messages.append(_dumps_message(msg))  # only simple values and bytes now
         # Everything pickled: from here on nothing can fail because of the input.
         self._shared.update((array.name, array) for array in shared)
         self._class_keys = keys
@@ -358,16 +362,9 @@ def _dumps(what: str, value: Any) -> bytes:
 
 
 def _dumps_message(msg: Any) -> bytes:
-    """The pickle of a message holding user values (cloudpickle where pickle fails)."""
-    try:
-        body = pickle.dumps(msg, protocol=5)
-    except Exception:
-        try:
-            body = cloudpickle.dumps(msg, protocol=5)
-        except Exception as exc:
-            raise InstructionError(f"instructions cannot be pickled to send to the boss: "
-                                   f"{type(exc).__name__}: {exc}") from exc
-    return body
+    """The pickle of a message to the boss. Messages hold only simple values and
+    bytes (user objects travel as cloudpickled payloads), so plain pickle is right."""
+    return pickle.dumps(msg, protocol=5)
 
 
 def _boss_environment() -> dict[str, str]:

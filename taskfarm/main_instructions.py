@@ -430,6 +430,15 @@ def _check_builtin_numbers(index: int, values: Mapping[str, Any]) -> None:
             raise InstructionError(f"instruction set #{index}: {key!r} must be >= 0, got {value!r}")
 
 
+def split_simple(view: Mapping[str, Any], keys: Iterable[str]) -> tuple[dict[str, Any],
+                                                                       dict[str, Any]]:
+    """(view without, and the values of) the ``keys`` whose values are not simple."""
+    extra = {k: view[k] for k in keys if k in view and not _is_simple(view[k])}
+    if not extra:
+        return dict(view), extra
+    return {k: v for k, v in view.items() if k not in extra}, extra
+
+
 def _is_simple(value: Any) -> bool:
     if isinstance(value, _SIMPLE):
         return not isinstance(value, str) or len(value) <= 4096

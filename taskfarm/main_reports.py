@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .errors import BossStateError, TaskCancelledError, TaskError
+from .errors import BossDiedError, BossStateError, TaskCancelledError, TaskError
 from .report import Report, ReportStatus, TaskReport, TaskStatus
 
 if TYPE_CHECKING:
@@ -95,8 +95,11 @@ class Reporting:
         self._wait_closed(timeout)
         report = self._final_report()
         failure = self._inbox.first_failure
-        if report.status is ReportStatus.FAILED and failure is not None:
-            raise _task_exception(failure)
+        if report.status is ReportStatus.FAILED:
+            if failure is not None:
+                raise _task_exception(failure)
+            # No task failed: the boss itself did (its reason holds the traceback).
+            raise BossDiedError(f"{self.name} failed: {report.reason}", self.pid)
         return report
 
     def _wait_closed(self: Boss, timeout: float | None) -> None:

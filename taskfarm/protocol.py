@@ -71,6 +71,10 @@ class TaskSpec(NamedTuple):
     view: dict[str, Any]    # name, builtins, individual values, simple common values
     after: tuple[str, ...] = ()      # prerequisites not known to have ended
     cancelled: str | None = None     # why it must not run (a prerequisite failed)
+    # Its individual values that are not simple (functions, arrays, objects),
+    # cloudpickled in the main program and unpickled only in the worker: the boss
+    # never holds user objects, so every message it handles pickles plainly.
+    payload: bytes | None = None
 
 
 class AddTasks(NamedTuple):
@@ -105,6 +109,7 @@ class RunTask(NamedTuple):
     forget: tuple[int, ...]
     settings: dict[str, Any] | None = None  # process settings a scheduler asked for
     threads: int | None = None              # the Worker class's own native thread limit
+    payload: bytes | None = None            # the task's non-simple values (see TaskSpec)
 
 
 # Keys a scheduler may set in an instruction set to ask for process settings; the boss

@@ -139,8 +139,11 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
             attributes = worker.__dict__
             attributes.update(state.commons[msg.batch_id])
             attributes.update(msg.instructions)
+            if msg.payload is not None:
+                attributes.update(pickle.loads(msg.payload))
         else:  # a class of its own __init__ gets the instructions as keywords
-            worker = cls(**{**state.commons[msg.batch_id], **msg.instructions})
+            payload = pickle.loads(msg.payload) if msg.payload is not None else {}
+            worker = cls(**{**state.commons[msg.batch_id], **msg.instructions, **payload})
         try:
             result = worker.task()
         except StopRequested:

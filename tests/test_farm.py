@@ -140,6 +140,37 @@ def test_worker_class_defined_in_main_travels_by_value(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[3, 6]"
 
 
+def test_functions_and_classes_from_main_travel_as_instruction_values(tmp_path: Path) -> None:
+    script = tmp_path / "farm.py"
+    script.write_text(textwrap.dedent("""
+        import taskfarm
+
+        def double(x):
+            return 2 * x
+
+        class Offset:
+            def __init__(self, by):
+                self.by = by
+
+        class Apply(taskfarm.Worker):
+            func: object
+            offset: object
+            x: int
+            def task(self):
+                return self.func(self.x) + self.offset.by
+
+        if __name__ == "__main__":
+            report = taskfarm.batch_main({"offset": Offset(10)},
+                                         {"func": [double, double], "x": [1, 2]},
+                                         print_report=None)
+            print(sorted(report.results.values()))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[12, 14]"
+
+
 def test_coerced_values_reach_the_worker() -> None:
     report = taskfarm.batch_main({"factor": 4}, {"value": [1, 2]}, worker=Scale,
                                  print_report=None)

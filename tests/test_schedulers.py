@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workers import Blocker, Gate, Mailbox
+from workers import Add, Blocker, Gate, Mailbox
 
 import schedulers
 import taskfarm
@@ -105,3 +105,16 @@ def test_a_scheduler_without_launchable_is_refused() -> None:
     with pytest.raises(TypeError, match="launchable"):
         taskfarm.Boss(scheduler=object())
     assert schedulers.__all__ == sorted(schedulers.__all__)
+
+
+class Broken(BaseScheduler):
+    """A scheduler with a bug."""
+
+    def launchable(self, pending_instructions: Sequence[dict[str, Any]],
+                   workers: Mapping[str, dict[str, Any]], report: Any) -> tuple[list, list]:
+        raise ZeroDivisionError("a bug in the scheduler")
+
+
+def test_a_broken_scheduler_ends_the_run_with_a_clear_error() -> None:
+    with pytest.raises(taskfarm.BossDiedError, match="a bug in the scheduler"):
+        taskfarm.batch_main({}, {"x": [1]}, worker=Add, scheduler=Broken(), print_report=None)
