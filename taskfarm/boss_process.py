@@ -46,7 +46,6 @@ import time
 import traceback
 from typing import Any
 
-from . import shared
 from .boss_dependencies import Dependencies
 from .boss_endings import Endings
 from .boss_launch import Launching, default_native_threads
@@ -369,7 +368,6 @@ def main(argv: list[str]) -> int:
     except (EOFError, OSError):
         return 0
     sys.path[:] = config.sys_path
-    shared.DEFER = True  # SharedArrays in instructions stay handles here
     loop = BossLoop(control, reports, parent_fd, config)
     default_native_threads(loop.scheduler)
     linger = parent_gone = False

@@ -1,5 +1,6 @@
 """``SharedArray``: a numpy array in shared memory that workers receive without a copy.
-Made in the main program, attached in worker processes, unlinked by the boss.
+Made in the main program, mapped in worker processes; removed with its array (or by
+the boss, if the main program dies).
 
 The memory is a file in /dev/shm mapped by every process that uses it: the main
 program writes the data once; a worker's instruction attribute is a numpy array over
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["SharedArray"]
 
 _attached: dict[tuple[str, bool], Any] = {}   # in a worker: segments mapped
-# Set in the boss, which unpickles individual instructions for its schedulers but must
-# neither map the memory nor import numpy: there a SharedArray stays a handle.
-DEFER = False
 
 
 class SharedArray:
@@ -97,8 +95,6 @@ class SharedArray:
 
 def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any:
     """Map a SharedArray's segment in this process (once) as a numpy array."""
-    if DEFER:
-        return _Handle(name, shape, dtype, writable)
     import numpy as np
 
     key = (name, writable)
@@ -115,16 +111,6 @@ def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any
         array = np.ndarray(shape, np.dtype(dtype), buffer=mapped)
         _attached[key] = array
     return array
-
-
-class _Handle:
-    """A SharedArray as the boss holds it: pickles back into an attach() call."""
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return attach, self.args
 
 
 def shared_in(values: Any) -> list[SharedArray]:

@@ -28,7 +28,7 @@ from typing import Any
 import cloudpickle
 import tblib
 
-from . import protocol, shared
+from . import protocol
 from .processes import THREAD_VARIABLES, die_with_parent
 from .protocol import Channel, Outcome, RunTask, Skip
 from .worker import Worker
@@ -198,7 +198,6 @@ def serve(task_conn: Channel, result_conn: Channel) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_requested)
-    shared.DEFER = False  # forked from the boss, which keeps SharedArrays as handles
     state = _State()
     recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
     ahead: deque[RunTask | Skip] = deque()
