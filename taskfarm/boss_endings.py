@@ -56,6 +56,8 @@ class Endings:
         if outcome.status == "skipped":
             self.book.requeue(task)
         else:
+            if outcome.started is not None:
+                self._learn_duration(outcome.ended - outcome.started)
             if task.state is TaskState.QUEUED:  # asked back too late: it had started
                 self.book.begin(task, outcome.started or time.time())
             self._finish(task, outcome)

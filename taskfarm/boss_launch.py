@@ -6,6 +6,7 @@ holds the state these methods share.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -19,6 +20,11 @@ from .protocol import SETTING_KEYS, RunTask
 
 if TYPE_CHECKING:
     from .boss_process import BossLoop
+
+# Prefetch depth (see Launching._learn_duration): queue at most this much work, in
+# seconds at the recent pace, and at most this many tasks, behind a running task.
+QUEUE_SECONDS = 0.002
+MAX_DEPTH = 32
 
 
 class Without(Mapping[str, Any]):
@@ -60,27 +66,44 @@ class Launching:
                 self._start(task, None)
         if self.prefetch:
             self._prefetch()
+        for proc in self.given:
+            self.pool.send(proc)
+        self.given.clear()
         if book.pending and self.recheck_after is not None:
             delay = self.recheck_after()
             if delay is not None:
                 self.recheck_at = time.monotonic() + max(0.0, delay)
 
     def _prefetch(self: BossLoop) -> None:
-        """Give each busy pool process its next task now, so that it starts the moment
-        the current one ends (only with a scheduler that allows it, see
-        BaseScheduler.prefetch). The scheduler is asked as if the process's current
-        task had ended."""
+        """Queue tasks behind the one each busy pool process runs, so that it starts
+        the next the moment the current one ends (only with a scheduler that allows
+        it, see BaseScheduler.prefetch). The scheduler is asked for each, as if the
+        process's current task had ended. How many: see :meth:`_learn_duration`."""
         book = self.book
+        depth = self.depth
         while self.unfed and book.pending:
             proc = self.unfed.pop()
-            if len(proc.tasks) != 1 or proc.task_conn is None:
+            if not proc.tasks or proc.task_conn is None or proc.doomed_by is not None:
                 continue
-            current = proc.tasks[0]
-            others = Without(book.running_view, current.name)
-            chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
-            task = book.lookup(chosen[0]) if chosen else None
-            if task is not None:
+            others = Without(book.running_view, proc.tasks[0].name)
+            while len(proc.tasks) <= depth and book.pending:
+                chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
+                task = book.lookup(chosen[0]) if chosen else None
+                if task is None:
+                    break
                 self._start(task, proc)
+
+    def _learn_duration(self: BossLoop, seconds: float) -> None:
+        """How deep to queue behind each busy process: enough tasks to cover
+        QUEUE_SECONDS of work at the recent pace, at most MAX_DEPTH. Tiny tasks then
+        travel many to a write, and their outcomes come back many to a read; tasks of
+        a millisecond or more are queued one at a time, as before. The pace follows
+        a longer task at once and a shorter one slowly, so that the queue never holds
+        much work behind a task that turns out long."""
+        mean = self.mean_duration
+        mean = seconds if seconds >= mean or mean == math.inf else mean + (seconds - mean) * 0.05
+        self.mean_duration = mean
+        self.depth = max(1, min(MAX_DEPTH, int(QUEUE_SECONDS / max(mean, 1e-7))))
 
     def _start(self: BossLoop, task: Task, behind: WorkerProcess | None) -> None:
         """Hand ``task`` to an idle (or new) process, or queue it ``behind`` the task a
@@ -102,6 +125,8 @@ class Launching:
         task.worker = proc
         if behind is None and not proc.isolated:
             self.unfed.add(proc)
+        if not proc.outgoing:
+            self.given.append(proc)
         batch = task.batch_id
         forget = tuple(b for b in proc.commons if b not in self.commons)
         instructions = dict(task.instructions)
@@ -111,7 +136,8 @@ class Launching:
                       None if task.class_key in proc.classes else spec.blob,
                       None if batch in proc.commons else self.commons[batch][0],
                       forget, settings, spec.threads, task.payload)
-        # On failure the process is gone: its pidfd fires and the task ends 'killed'.
+        # Written at the end of _launch; if the process is gone by then, its pidfd
+        # fires and the task ends 'killed'.
         self.pool.dispatch(proc, msg)
         if self.config.verbose:
             how = "queued" if behind is not None else "launched"

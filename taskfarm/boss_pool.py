@@ -34,8 +34,8 @@ START_METHODS = ("fork", "spawn")
 class WorkerProcess:
     """The boss's handle on one worker process."""
 
-    __slots__ = ("classes", "commons", "doomed_by", "isolated", "pid", "pidfd", "result_conn",
-                 "task_conn", "tasks", "watched")
+    __slots__ = ("classes", "commons", "doomed_by", "isolated", "outgoing", "pid", "pidfd",
+                 "result_conn", "task_conn", "tasks", "watched")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
@@ -46,8 +46,9 @@ class WorkerProcess:
         self.isolated = isolated
         self.classes: set[int] = set()     # Worker classes this process holds
         self.commons: set[int] = set()     # common-instruction batches it holds
-        # The Task it runs first, then at most one queued behind it (prefetch).
+        # The Task it runs first, then those queued behind it (prefetch), in order.
         self.tasks: deque[Any] = deque()
+        self.outgoing: list[RunTask] = []  # tasks given, written in one go by send()
         self.watched = (result_conn.fileno(), pidfd)   # what the boss polls for it
         self.doomed_by: int | None = None  # the task whose timeout is stopping this process
 
@@ -88,19 +89,27 @@ class Pool:
             return self.idle.pop()
         return self.spawn(isolated)
 
-    def dispatch(self, proc: WorkerProcess, msg: RunTask) -> bool:
-        """Send a task; False when the process is already gone (its sentinel will say how)."""
-        try:
-            proc.task_conn.send(msg)
-        except OSError:
-            return False
+    def dispatch(self, proc: WorkerProcess, msg: RunTask) -> None:
+        """Give a task to a process; it is written with the others given since, by
+        :meth:`send`, in one write."""
+        proc.outgoing.append(msg)
         proc.classes.add(msg.class_key)
         proc.commons.add(msg.batch_id)
         proc.commons.difference_update(msg.forget)
-        return True
+
+    def send(self, proc: WorkerProcess) -> None:
+        """Write the tasks given to a process since the last call. A process already
+        gone is left to its sentinel, which says how it ended."""
+        msgs, proc.outgoing = proc.outgoing, []
+        if msgs and proc.task_conn is not None:
+            try:
+                proc.task_conn.send_many(msgs)
+            except OSError:
+                pass
 
     def skip(self, proc: WorkerProcess, tid: int) -> None:
         """Ask a process not to start a task queued in its pipe, if it has not yet."""
+        self.send(proc)  # a Skip must follow the task it names
         try:
             proc.task_conn.send(Skip(tid))
         except OSError:
@@ -127,6 +136,7 @@ class Pool:
         """Ask a process to exit once it is idle: it sees EOF on its task pipe."""
         if proc in self.idle:
             self.idle.remove(proc)
+        self.send(proc)
         if proc.task_conn is not None:
             proc.task_conn.close()
             proc.task_conn = None

@@ -104,7 +104,10 @@ class BossLoop(Launching, Endings):
         self.prefetch = bool(getattr(self.scheduler, "prefetch", False))
         self.recheck_after = getattr(self.scheduler, "recheck_after", None)
         self.recheck_at: float | None = None     # when the scheduler wants to be asked again
-        self.unfed: set[WorkerProcess] = set()   # busy pool processes with nothing queued
+        self.unfed: set[WorkerProcess] = set()   # busy pool processes to queue tasks in
+        self.given: list[WorkerProcess] = []     # processes with tasks to write (_launch)
+        self.depth = 1                           # tasks to queue behind a running one
+        self.mean_duration = math.inf            # recent pace of tasks (_learn_duration)
         self.skipping: set[int] = set()          # queued tasks asked back with a Skip
         self._watch(control.fileno(), self._on_control)
         self._watch(parent_fd, self._on_parent_gone)
@@ -241,7 +244,7 @@ class BossLoop(Launching, Endings):
         elif proc.task_conn is not None and proc.doomed_by is None:
             if not proc.tasks:
                 self.pool.idle.append(proc)
-            elif len(proc.tasks) == 1:
+            elif len(proc.tasks) - 1 <= self.depth // 2:  # refill in batches
                 self.unfed.add(proc)
 
     def _on_exit(self, fd: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import pickle
 import subprocess
 import sys
 import threading
@@ -41,7 +40,16 @@ from .main_instructions import (
 )
 from .main_reports import Reporting
 from .processes import BOSS_EXIT_WAIT
-from .protocol import AddTasks, Channel, Configure, Control, Signal, TaskSpec, WorkerClassSpec
+from .protocol import (
+    AddTasks,
+    Channel,
+    Configure,
+    Control,
+    Signal,
+    TaskSpec,
+    WorkerClassSpec,
+    dumps,
+)
 from .shared import shared_in
 from .worker import Worker
 
@@ -206,7 +214,7 @@ class Boss(Reporting):
             msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
                            common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]),
                            shared_names if start == 0 else ())
-            messages.append(_dumps_message(msg))  # only simple values and bytes now
+            messages.append(dumps(msg))  # only simple values and bytes now
         # Everything pickled: from here on nothing can fail because of the input.
         self._shared.update((array.name, array) for array in shared)
         self._class_keys = keys
@@ -276,7 +284,7 @@ class Boss(Reporting):
         self._send(Control(sig, seq))
 
     def _send(self, msg: Any) -> None:
-        frame = _dumps_message(msg)
+        frame = dumps(msg)
         with self._send_lock:
             self._check_open("send to the boss")
             try:
@@ -338,7 +346,7 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         if not control.closed:
             if not inbox.closed:
                 with contextlib.suppress(OSError):
-                    control.send_pickled(_dumps_message(Control(Signal.STOP_RIGHTNOW)))
+                    control.send_pickled(dumps(Control(Signal.STOP_RIGHTNOW)))
             control.close()  # EOF: the boss stops everything even if the signal was lost
     lingering = inbox.goodbye is not None and inbox.goodbye.reason.startswith("STOP_LISTENING")
     if not lingering:
@@ -359,12 +367,6 @@ def _dumps(what: str, value: Any) -> bytes:
     except Exception as exc:
         raise InstructionError(f"{what} cannot be pickled to send to the boss: "
                                f"{type(exc).__name__}: {exc}") from exc
-
-
-def _dumps_message(msg: Any) -> bytes:
-    """The pickle of a message to the boss. Messages hold only simple values and
-    bytes (user objects travel as cloudpickled payloads), so plain pickle is right."""
-    return pickle.dumps(msg, protocol=5)
 
 
 def _boss_environment() -> dict[str, str]:

@@ -200,20 +200,25 @@ def serve(task_conn: Channel, result_conn: Channel) -> None:
     signal.signal(signal.SIGTERM, _stop_requested)
     state = _State()
     recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
-    ahead: deque[RunTask | Skip] = deque()
+    ahead: deque[RunTask] = deque()   # tasks read, in order
+    skipped: set[int] = set()         # tasks in ``ahead`` asked back
     while True:
         try:
             msg = ahead.popleft() if ahead else recv()
             if isinstance(msg, Skip):
                 continue  # for a task that already ran: too late
             while readable():
-                ahead.append(recv())
+                more = recv()
+                if not isinstance(more, Skip):
+                    ahead.append(more)
+                elif more.tid == msg.tid or any(t.tid == more.tid for t in ahead):
+                    skipped.add(more.tid)
         except (EOFError, OSError):
             return
         except StopRequested:  # stopped while idle
             _end_by_sigterm()
-        if any(isinstance(m, Skip) and m.tid == msg.tid for m in ahead):
-            ahead = deque(m for m in ahead if not (isinstance(m, Skip) and m.tid == msg.tid))
+        if msg.tid in skipped:
+            skipped.discard(msg.tid)
             outcome = Outcome(msg.tid, "skipped", None, None, None, None, None, state.pid,
                               None, None, time.time(), None)
         else:
