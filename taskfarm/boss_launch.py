@@ -10,7 +10,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .boss_pool import WorkerProcess
@@ -25,30 +24,6 @@ if TYPE_CHECKING:
 # seconds at the recent pace, and at most this many tasks, behind a running task.
 QUEUE_SECONDS = 0.002
 MAX_DEPTH = 32
-
-
-class Without(Mapping[str, Any]):
-    """A read-only view of a mapping without one key: the running tasks as they will
-    be once a given one has ended, for a prefetching scheduler. O(1) to make."""
-
-    __slots__ = ("_key", "_mapping")
-
-    def __init__(self, mapping: Mapping[str, Any], key: str) -> None:
-        self._mapping, self._key = mapping, key
-
-    def __getitem__(self, key: str) -> Any:
-        if key == self._key:
-            raise KeyError(key)
-        return self._mapping[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k in self._mapping if k != self._key)
-
-    def __len__(self) -> int:
-        return len(self._mapping) - (self._key in self._mapping)
-
-    def values(self) -> Any:  # the Mapping default goes through __getitem__ per key
-        return [v for k, v in self._mapping.items() if k != self._key]
 
 
 class Launching:
@@ -85,7 +60,9 @@ class Launching:
             proc = self.unfed.pop()
             if not proc.tasks or proc.task_conn is None or proc.doomed_by is not None:
                 continue
-            others = Without(book.running_view, proc.tasks[0].name)
+            # The running tasks as they will be once this process's current one ended.
+            current = proc.tasks[0].name
+            others = {k: v for k, v in book.running_view.items() if k != current}
             while len(proc.tasks) <= depth and book.pending:
                 chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
                 task = book.lookup(chosen[0]) if chosen else None

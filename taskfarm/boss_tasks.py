@@ -37,6 +37,10 @@ class TaskState(enum.Enum):
     def terminal(self) -> bool:
         return self not in (TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING)
 
+    # Members are singletons compared by identity; Enum's own hash is a Python-level
+    # call, and the boss hashes states several times per task.
+    __hash__ = object.__hash__
+
 
 _ALLOWED = {
     TaskState.PENDING: {TaskState.QUEUED, TaskState.RUNNING, TaskState.CANCELLED},
@@ -137,6 +141,15 @@ class PendingQueue:
             start, stop, step = index.start or 0, index.stop, index.step
             if stop is None or stop < 0 or start < 0:
                 return _LazyTail(self, index)
+            if start == 0 and step is None:  # the usual question: the first few
+                first: list[InstructionSet] = []
+                if stop > 0:
+                    for entry, task in self._items:
+                        if task.state is _PENDING and task.entry == entry:
+                            first.append(task.instructions)
+                            if len(first) == stop:
+                                break
+                return first
             return list(itertools.islice(iter(self), start, stop, step))
         if index < 0:
             index += self._live
@@ -145,9 +158,12 @@ class PendingQueue:
         raise IndexError("pending index out of range")
 
 
+_PENDING = TaskState.PENDING
+
+
 def _live(item: tuple[int, Task]) -> bool:
     entry, task = item
-    return task.state is TaskState.PENDING and task.entry == entry
+    return task.state is _PENDING and task.entry == entry
 
 
 class _LazyTail:

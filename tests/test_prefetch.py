@@ -1,0 +1,70 @@
+"""Deep prefetch: with tiny tasks the boss queues many tasks behind each running one
+and writes them in one go. Taking them back (HALT, STOP) and losing a worker must still
+leave every task run exactly once."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+from workers import Journal
+
+import taskfarm
+from schedulers import MaxThreadsScheduler
+from taskfarm.boss_launch import MAX_DEPTH, QUEUE_SECONDS, Launching
+
+TASKS = 5000
+
+
+def _runs(tmp_path: Path, name: str) -> int:
+    path = tmp_path / name
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_halt_takes_back_deeply_queued_tiny_tasks(tmp_path: Path) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Journal]) as boss:
+        names = boss.set_instructions({"out_dir": str(tmp_path)}, {"spin": [0] * TASKS})
+        boss.make_them_work()
+        stream = boss.as_completed(timeout=60)
+        early = [next(stream) for _ in range(300)]  # the queues are deep by now
+        boss.stop_them_working()  # HALT: queued tasks come back, running ones end
+        boss.get_report()  # the boss has read the HALT and asked the queued ones back
+        while boss.get_report().running:
+            next(stream)
+        ended = len(boss.get_report().tasks)
+        assert len(early) <= ended < TASKS, "HALT took nothing back"
+        boss.make_them_work()  # RESUME
+        final = boss.wait_till_finished(timeout=60)
+    assert sorted(t.name for t in final.tasks) == sorted(names)
+    assert all(t.ok for t in final.tasks)
+    assert [n for n in names if _runs(tmp_path, n) != 1] == []
+
+
+def test_stop_reports_taken_back_tasks_as_pending(tmp_path: Path) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Journal]) as boss:
+        names = boss.set_instructions({"out_dir": str(tmp_path)}, {"spin": [0] * TASKS})
+        boss.make_them_work()
+        stream = boss.as_completed(timeout=60)
+        for _ in range(300):
+            next(stream)
+        boss.stop()
+        final = boss.wait_till_finished(timeout=60)
+    pending = [p["name"] for p in final.pending]
+    assert pending, "STOP left nothing pending: the test stopped too late"
+    assert sorted([t.name for t in final.tasks] + pending) == sorted(names)
+    assert all(t.ok and _runs(tmp_path, t.name) == 1 for t in final.tasks)
+    assert all(_runs(tmp_path, name) == 0 for name in pending)
+
+
+def test_queue_depth_follows_the_pace_of_tasks() -> None:
+    boss = types.SimpleNamespace(mean_duration=float("inf"), depth=1)
+
+    def learn(seconds: float) -> int:
+        Launching._learn_duration(boss, seconds)  # type: ignore[arg-type]
+        return boss.depth
+
+    assert learn(1.0) == 1                         # long tasks: one queued at a time
+    depths = [learn(10e-6) for _ in range(400)]    # tiny ones: deeper, up to the cap
+    assert depths[0] == 1 and depths[-1] == MAX_DEPTH
+    assert learn(0.5) == 1                         # a long one: back to one at once
+    assert learn(QUEUE_SECONDS / 4) in (1, 2)      # never more than QUEUE_SECONDS of work
