@@ -87,7 +87,7 @@ class Launching:
         busy process runs."""
         spec = self.classes[task.class_key]
         if behind is None:
-            proc = self.pool.take_idle(spec.isolated or self.config.isolated)
+            proc = self.pool.take_idle(spec.isolated or self.config.isolated, spec.key, spec.blob)
             if proc.pidfd not in self.fd_owner:  # a new process: watch pipe and sentinel
                 for fd, handler in ((proc.result_conn.fileno(), self._on_result),
                                     (proc.pidfd, self._on_exit)):

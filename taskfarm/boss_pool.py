@@ -16,6 +16,7 @@ not inherit anything.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import traceback
 from collections import deque
@@ -24,6 +25,7 @@ from typing import Any
 from . import (
     worker,  # noqa: F401 - preloaded so forked workers need not import it
     worker_process,
+    zygote_process,
 )
 from .processes import ExitInfo, die_with_parent, reap, terminate
 from .protocol import Channel, Outcome, RunTask, Skip
@@ -35,7 +37,7 @@ class WorkerProcess:
     """The boss's handle on one worker process."""
 
     __slots__ = ("classes", "commons", "doomed_by", "isolated", "outgoing", "pid", "pidfd",
-                 "result_conn", "task_conn", "tasks", "watched")
+                 "result_conn", "task_conn", "tasks", "watched", "zygote")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
@@ -51,6 +53,7 @@ class WorkerProcess:
         self.outgoing: list[RunTask] = []  # tasks given, written in one go by send()
         self.watched = (result_conn.fileno(), pidfd)   # what the boss polls for it
         self.doomed_by: int | None = None  # the task whose timeout is stopping this process
+        self.zygote: Zygote | None = None   # its parent, when not the boss (isolated mode)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} tasks={[t.tid for t in self.tasks]}>"
@@ -65,29 +68,63 @@ class Pool:
         self.start_method = start_method
         self.procs: dict[int, WorkerProcess] = {}   # pid -> process
         self.idle: list[WorkerProcess] = []
+        # Isolated mode: class key -> its zygote, or None where the boss forks itself.
+        self.zygotes: dict[int, Zygote | None] = {}
+        self.broken: list[Zygote] = []  # zygotes that failed: closed at the end
 
-    def spawn(self, isolated: bool) -> WorkerProcess:
-        """Start one worker process, waiting for its first task."""
+    def spawn(self, isolated: bool, class_key: int | None = None,
+              class_blob: bytes | None = None) -> WorkerProcess:
+        """Start one worker process, waiting for its first task. An isolated one of a
+        known class comes from that class's zygote when it can."""
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
+        zygote = None
         try:
-            if self.start_method == "fork":
-                pid = _fork(task_r, result_w)
-            else:
-                pid = _spawn(task_r, result_w)
+            pid = 0
+            if isolated and class_blob is not None and self.start_method == "fork":
+                zygote, pid = self._from_zygote(class_key, class_blob, task_r, result_w)
+            if not pid:
+                pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
         finally:
             os.close(task_r)
             os.close(result_w)
         proc = WorkerProcess(pid, os.pidfd_open(pid), Channel(task_w), Channel(result_r),
                              isolated)
+        if pid and zygote is not None:
+            proc.zygote = zygote
+            proc.classes.add(class_key)  # loaded by the zygote: no need to send it
         self.procs[pid] = proc
         return proc
 
-    def take_idle(self, isolated: bool) -> WorkerProcess:
+    def take_idle(self, isolated: bool, class_key: int | None = None,
+                  class_blob: bytes | None = None) -> WorkerProcess:
         """An idle pool process, or a new one (always new for an isolated task)."""
         if not isolated and self.idle:
             return self.idle.pop()
-        return self.spawn(isolated)
+        return self.spawn(isolated, class_key, class_blob)
+
+    def _from_zygote(self, class_key: int, class_blob: bytes, task_r: int,
+                     result_w: int) -> tuple[Zygote | None, int]:
+        """A worker forked by the class's zygote (started on first use), and that
+        zygote; pid 0 when the class has no usable zygote: the boss forks itself."""
+        zygote = self.zygotes.get(class_key, ...)
+        if zygote is ...:
+            zygote = self.zygotes[class_key] = Zygote.start(class_key, class_blob)
+        if zygote is None:
+            return None, 0
+        pid = zygote.fork(task_r, result_w)
+        if not pid:  # the zygote is gone or failed: fork from here from now on
+            self.zygotes[class_key] = None
+            self.broken.append(zygote)
+        return zygote, pid
+
+    def close_zygotes(self) -> None:
+        """End every zygote (at the boss's exit, once its workers are reaped)."""
+        for zygote in [*self.zygotes.values(), *self.broken]:
+            if zygote is not None:
+                zygote.close()
+        self.zygotes.clear()
+        self.broken.clear()
 
     def dispatch(self, proc: WorkerProcess, msg: RunTask) -> None:
         """Give a task to a process; it is written with the others given since, by
@@ -143,7 +180,7 @@ class Pool:
 
     def forget(self, proc: WorkerProcess) -> ExitInfo:
         """A process whose sentinel fired: reap it and close its descriptors."""
-        info = reap(proc.pid)
+        info = proc.zygote.exit_info(proc.pid) if proc.zygote else reap(proc.pid)
         self.discard(proc)
         return info or ExitInfo(None, None)
 
@@ -160,7 +197,8 @@ class Pool:
 
     def stop(self, procs: list[WorkerProcess]) -> dict[int, ExitInfo]:
         """Terminate the given processes (SIGTERM, grace, SIGKILL) and reap them."""
-        return terminate([(p.pid, p.pidfd) for p in procs])
+        return terminate([(p.pid, p.pidfd) for p in procs],  # a zygote reaps its own
+                         reapers={p.pid: p.zygote.exit_info for p in procs if p.zygote})
 
 
 def _fork(task_r: int, result_w: int) -> int:
@@ -175,7 +213,7 @@ def _fork(task_r: int, result_w: int) -> int:
         return pid
     code = 1
     try:
-        _close_all_but(task_r, result_w)
+        close_all_but(task_r, result_w)
         die_with_parent()
         worker_process.serve(Channel(task_r), Channel(result_w))
         code = 0
@@ -190,7 +228,100 @@ def _fork(task_r: int, result_w: int) -> int:
         os._exit(code)
 
 
-def _close_all_but(*keep: int) -> None:
+class Zygote:
+    """The boss's handle on one zygote process (see :mod:`taskfarm.zygote_process`):
+    it forks the workers of one isolated class and reports how each ended."""
+
+    # A zygote answers in microseconds; one silent this long is taken for broken.
+    PATIENCE = 30.0
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid, self.sock = pid, sock
+        self.ended: dict[int, ExitInfo] = {}  # worker pid -> how it ended, not yet asked
+
+    @classmethod
+    def start(cls, class_key: int, class_blob: bytes) -> Zygote | None:
+        """Fork a zygote that loads the class; None when the class cannot be loaded
+        there or its import started threads."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        _flush_std_streams()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                close_all_but(theirs.fileno())
+                zygote_process.main(theirs, class_key, class_blob, os.getppid())
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                _flush_std_streams()
+                os._exit(0)
+        theirs.close()
+        ours.settimeout(cls.PATIENCE)
+        zygote = cls(pid, ours)
+        try:
+            ready = _read_exactly(ours, 2) == b"ok"
+        except OSError:
+            ready = False
+        if not ready:
+            zygote.close()
+            return None
+        return zygote
+
+    def fork(self, task_r: int, result_w: int) -> int:
+        """A new worker on these pipe ends; 0 when the zygote cannot make one."""
+        try:
+            socket.send_fds(self.sock, [b"f"], [task_r, result_w])
+            while True:
+                kind, pid = self._record()
+                if kind == b"p":
+                    return pid
+        except (OSError, EOFError):
+            return 0
+
+    def exit_info(self, pid: int) -> ExitInfo:
+        """How one of its workers ended (waiting for the zygote to say, if needed);
+        unknown if the zygote is gone."""
+        try:
+            while pid not in self.ended:
+                self._record()
+        except (OSError, EOFError):
+            return ExitInfo(None, None)
+        return self.ended.pop(pid)
+
+    def _record(self) -> tuple[bytes, int]:
+        kind, pid, status = zygote_process.RECORD.unpack(
+            _read_exactly(self.sock, zygote_process.RECORD.size))
+        if kind == b"x":
+            self.ended[pid] = ExitInfo.from_wait_status(status)
+        return kind, pid
+
+    def close(self) -> None:
+        """EOF on its socket: the zygote exits once its workers have; reap it."""
+        self.sock.close()
+        reap(self.pid)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the zygote is gone")
+        data += chunk
+    return data
+
+
+def _flush_std_streams() -> None:
+    # Anything buffered now would be written twice, once by each process.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def close_all_but(*keep: int) -> None:
     """Close every descriptor above stderr except ``keep``: a worker must hold no end
     of the boss's pipes, or the main program would never see them close."""
     low = 3

@@ -352,6 +352,7 @@ class BossLoop(Launching, Endings):
                     proc.result_conn = None
         for proc in list(self.pool.procs.values()):
             self.pool.forget(proc)  # reap: blocks until each released process has exited
+        self.pool.close_zygotes()
 
 
 def main(argv: list[str]) -> int:

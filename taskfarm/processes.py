@@ -11,7 +11,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 # How long a process gets between SIGTERM and SIGKILL when it is stopped on purpose.
@@ -114,11 +114,13 @@ def kill_quietly(pid: int, sig: int) -> None:
         pass
 
 
-def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE
+def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE,
+              reapers: Mapping[int, Callable[[int], ExitInfo]] | None = None
               ) -> dict[int, ExitInfo]:
     """Stop child processes: SIGTERM, wait up to ``grace`` on their pidfds, SIGKILL
     the rest, reap them all. ``children`` are (pid, pidfd) pairs; the pidfds are left
-    open for the caller to close. Returns how each ended."""
+    open for the caller to close. ``reapers`` reap the processes whose parent is not
+    this one (workers of a zygote). Returns how each ended."""
     children = list(children)
     for pid, _ in children:
         kill_quietly(pid, signal.SIGTERM)
@@ -133,4 +135,5 @@ def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRAC
             waiting.pop(fd)
     for pid in waiting.values():
         kill_quietly(pid, signal.SIGKILL)
-    return {pid: reap(pid) or ExitInfo(None, None) for pid, _ in children}
+    reapers = reapers or {}
+    return {pid: reapers.get(pid, reap)(pid) or ExitInfo(None, None) for pid, _ in children}

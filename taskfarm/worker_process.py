@@ -188,8 +188,10 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
                    state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu)
 
 
-def serve(task_conn: Channel, result_conn: Channel) -> None:
-    """Run tasks until the boss closes the task pipe.
+def serve(task_conn: Channel, result_conn: Channel,
+          preloaded: dict[int, type] | None = None) -> None:
+    """Run tasks until the boss closes the task pipe. A worker forked by a zygote
+    (isolated mode) has its class ``preloaded``.
 
     The boss may queue a task behind the one running (so that the next one starts
     without waiting for the boss) and take it back with a Skip before it starts. So
@@ -199,6 +201,8 @@ def serve(task_conn: Channel, result_conn: Channel) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_requested)
     state = _State()
+    if preloaded:
+        state.classes.update(preloaded)
     recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
     ahead: deque[RunTask] = deque()   # tasks read, in order
     skipped: set[int] = set()         # tasks in ``ahead`` asked back

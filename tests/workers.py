@@ -354,3 +354,16 @@ class UsesShared(taskfarm.Worker):
             total = float(self.data.sum())  # touches every page
             return total, psutil.Process().memory_full_info().uss - before
         return float(self.data.sum()), self.data.flags.writeable
+
+
+TOUCHED: list[int] = []  # module state a task changes: isolated tasks must not see it
+
+
+class Polluter(taskfarm.Worker):
+    """Leaves a mark in its module's state and reports every mark it sees."""
+
+    item: int
+
+    def task(self) -> tuple[int, list[int]]:
+        TOUCHED.append(self.item)
+        return os.getpid(), list(TOUCHED)

@@ -1,0 +1,141 @@
+"""The zygote process of isolated mode: forked from the boss once per Worker class, it
+imports the class (and whatever its module imports) once, then forks a fresh worker
+process for each isolated task. Runs in zygote processes only.
+
+Without it each isolated process would import the class's module anew: for a module
+that imports numpy or a model library that is tens of milliseconds per task, far more
+than the fork. A worker forked from the zygote starts with the class loaded and
+nothing else done: ``setup_process`` still runs in every isolated process, and nothing
+a task changes reaches the zygote or the next task.
+
+The zygote is the parent of the workers it forks: it reaps each one the moment it
+ends (through its pidfd) and tells the boss how it ended; the boss watches, signals
+and stops them through pidfds and pids as it does its own children. Workers die with
+the zygote and the zygote dies with the boss (parent-death signals), so nothing
+outlives the boss.
+
+Protocol on the zygote's Unix socket: the zygote first sends ``b"ok"``, or ``b"no"``
+when the class cannot be loaded here or its import started threads (forking a
+threaded process is unsafe): the boss then forks such workers itself. A request is
+one message with two descriptors attached (the worker's task-pipe read end and
+result-pipe write end). The zygote sends fixed-size records: ``p`` with the new
+worker's pid (0 if the fork failed), and ``x`` with a worker's pid and wait status
+when it has ended. EOF on the socket ends the zygote, once its workers have ended.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import socket
+import struct
+import sys
+import threading
+import traceback
+from typing import Any
+
+from .processes import die_with_parent
+from .protocol import Channel
+
+RECORD = struct.Struct("!cqq")   # kind (b"p" forked, b"x" exited), pid, wait status
+
+
+def _load(class_blob: bytes) -> type | None:
+    """The Worker class, or None when it must not be used here."""
+    try:
+        cls = pickle.loads(class_blob)
+    except BaseException:
+        return None
+    if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
+        return None  # importing it started threads: forking from here is not safe
+    return cls
+
+
+def serve(sock: socket.socket, class_key: int, class_blob: bytes) -> None:
+    """Fork workers on request and report their endings, until the boss closes the
+    socket and every worker has ended."""
+    cls = _load(class_blob)
+    sock.sendall(b"ok" if cls is not None else b"no")
+    if cls is None:
+        return
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    children: dict[int, int] = {}   # pidfd -> pid
+    listening = True
+    while listening or children:
+        for fd, _ in poller.poll():
+            if fd in children:
+                pid = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                _tell(sock, b"x", pid, status)
+                continue
+            try:
+                _, fds, _, _ = socket.recv_fds(sock, 16, 2)
+            except OSError:
+                fds = []
+            if len(fds) != 2:  # EOF: the boss is done; wait for the workers still running
+                for extra in fds:
+                    os.close(extra)
+                poller.unregister(sock)
+                listening = False
+                continue
+            pid = _fork_worker(*fds, class_key, cls)
+            if pid:
+                pidfd = os.pidfd_open(pid)
+                children[pidfd] = pid
+                poller.register(pidfd, select.POLLIN)
+            _tell(sock, b"p", pid, 0)
+
+
+def _tell(sock: socket.socket, kind: bytes, pid: int, status: int) -> None:
+    try:
+        sock.sendall(RECORD.pack(kind, pid, status))
+    except OSError:
+        pass  # the boss is gone: its death signal ends us
+
+
+def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
+    """Fork a worker on these pipe ends; its pid, or 0 if the fork failed."""
+    try:
+        try:
+            pid = os.fork()
+        except OSError:
+            return 0
+        if pid == 0:
+            _become_worker(task_r, result_w, class_key, cls)
+        return pid
+    finally:
+        os.close(task_r)
+        os.close(result_w)
+
+
+def _become_worker(task_r: int, result_w: int, class_key: int, cls: type) -> None:
+    from . import worker_process
+    from .boss_pool import close_all_but
+
+    code = 1
+    try:
+        close_all_but(task_r, result_w)
+        die_with_parent()
+        worker_process.serve(Channel(task_r), Channel(result_w), preloaded={class_key: cls})
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+        os._exit(code)
+
+
+def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) -> Any:
+    """Entry point in the freshly forked zygote (see :mod:`taskfarm.boss_pool`)."""
+    die_with_parent()
+    if os.getppid() != boss_pid:
+        return
+    serve(sock, class_key, class_blob)
