@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -361,7 +362,17 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         shared.clear()
 
 
+# Values plain pickle sends by value whatever module defines the caller. A subclass
+# (of str, say) from ``__main__`` would be pickled by reference, hence the exact types.
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _dumps(what: str, value: Any) -> bytes:
+    """Pickle instruction values for a worker process: with plain pickle when they are
+    all plain (ten times faster on small values), else with cloudpickle, which sends
+    functions and classes of ``__main__`` by value."""
+    if isinstance(value, dict) and all(type(v) in _PLAIN_TYPES for v in value.values()):
+        return pickle.dumps(value, protocol=5)
     try:
         return cloudpickle.dumps(value, protocol=5)
     except Exception as exc:

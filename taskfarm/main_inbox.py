@@ -5,14 +5,27 @@ The receiver thread reads every message the boss sends as soon as it is sent, so
 boss never blocks on a full pipe while the main program is busy elsewhere, and turns
 each outcome into a :class:`TaskReport`. It holds no reference to the ``Boss`` handle,
 so dropping the handle is enough to end the farm.
+
+A thread that waits for a report (``as_completed``) reads the pipe itself when the
+receiver is not in the middle of a message (:meth:`Inbox.pump`): a hand-over from one
+thread to another costs more here than a hop between processes (about 120 µs against
+50 µs on a 2-core virtual machine), and the one-task round trip has one hop fewer.
+Whoever holds ``read_lock`` reads one whole message; SIGINT is held back meanwhile so
+that Ctrl-C can never leave half a message read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import select
+import signal
 import subprocess
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +35,9 @@ from .errors import BossDiedError, RemoteTaskError, WorkerKilledError
 from .processes import signal_name
 from .protocol import Channel, Goodbye, Outcome, Outcomes, Snapshot
 from .report import TaskReport, TaskStatus
+
+# How long the receiver thread stays aside after a thread last read for itself.
+READ_LEASE = 0.05
 
 
 @dataclass(slots=True)
@@ -53,6 +69,15 @@ class Inbox:
         self.goodbye: Goodbye | None = None
         self.died: BossDiedError | None = None
         self.first_failure: TaskReport | None = None
+        self.read_lock = threading.Lock()  # held by whoever reads a message from ``conn``
+        # Threads reading for themselves (see reading()); the receiver steps aside for
+        # them, woken out of its select() by a byte on the wake pipe.
+        self.pumping = 0
+        self.parked = False   # the receiver is waiting in _step_aside
+        self.lease = 0.0      # until when it stays aside after the last such thread left
+        self.park = threading.Condition(threading.Lock())
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self.thread = threading.Thread(target=self._run, name="taskfarm-receiver", daemon=True)
 
     @property
@@ -61,35 +86,134 @@ class Inbox:
         return self.goodbye is not None or self.died is not None
 
     def _run(self) -> None:
-        conn = self.conn
+        conn, wake = self.conn, self._wake_r
         try:
-            while True:
-                msg = conn.recv()
-                if isinstance(msg, Outcomes):
-                    reports = [self._report(o) for o in msg.outcomes]
-                    with self.cond:
-                        for o, report in zip(msg.outcomes, reports, strict=True):
-                            self.statuses[o.tid] = report.status.value
-                            if self.first_failure is None and report.status in _FAILURES:
-                                self.first_failure = report
-                        self.reports.extend(reports)
-                        self.cond.notify_all()
-                elif isinstance(msg, Snapshot):
-                    with self.cond:
-                        self.snapshots[msg.seq] = msg
-                        self.cond.notify_all()
-                elif isinstance(msg, Goodbye):
-                    with self.cond:
-                        self.goodbye = msg
-                        self.cond.notify_all()
-        except (EOFError, OSError):
-            pass
+            while not self.closed:
+                self._step_aside()
+                if not conn.buffered and not self.closed:
+                    ready, _, _ = select.select([conn.fd, wake], [], [])
+                    if wake in ready:  # a thread wants to read: step aside
+                        os.read(wake, 512)
+                        continue
+                with self.read_lock:
+                    self._read_one()
+        except OSError:
+            self._gone()
         finally:
-            conn.close()
+            with self.read_lock:  # only this thread closes the pipes
+                conn.close()
+                os.close(self._wake_w)
+                os.close(wake)
+
+    def _step_aside(self) -> None:
+        """Wait while a thread reads for itself, or read for itself recently (it
+        will likely be back soon: waking this thread each time would cost more than
+        it saves). After READ_LEASE seconds without one, drain again."""
+        with self.park:
+            while not self.closed:
+                if self.pumping:
+                    self.parked = True
+                    self.park.wait(READ_LEASE)
+                    continue
+                left = self.lease - time.monotonic()
+                if left <= 0:
+                    break
+                self.parked = True
+                self.park.wait(left)
+            self.parked = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """While in this block the calling thread reads messages itself
+        (:meth:`pump`) and the receiver thread steps aside."""
+        with self.park:
+            self.pumping += 1
+            wake = not self.parked
+        if wake:
+            with contextlib.suppress(OSError):  # full (it is already awake) or closed
+                os.write(self._wake_w, b".")
+        try:
+            yield
+        finally:
+            with self.park:
+                self.pumping -= 1
+                self.lease = time.monotonic() + READ_LEASE
+
+    def pump(self, timeout: float | None) -> bool:
+        """Read and handle one message in this thread (inside :meth:`reading`),
+        waiting up to ``timeout`` seconds for it. False when none came in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.read_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False  # another thread reads; what it reads is in the reports
+        try:
+            conn = self.conn
+            if self.closed:
+                return True
+            if not conn.buffered:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([conn.fd], [], [], left)
+                if not ready:
+                    return False
+            return self._read_one()
+        finally:
+            self.read_lock.release()
+
+    def _read_one(self) -> bool:
+        """With ``read_lock`` held: read and handle one message if one has come.
+        False when there was nothing to read (another thread took it)."""
+        conn = self.conn
+        if self.closed:
+            return True
+        if not conn.buffered:
+            ready, _, _ = select.select([conn.fd], [], [], 0)
+            if not ready:
+                return False
+        # Ctrl-C waits until the message is read and handled: neither half a message
+        # nor a report read but not yet kept can be lost to it.
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._handle(conn.recv())
+        except (EOFError, OSError):
+            self._gone()
+        finally:
+            if on_main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        return True
+
+    def _handle(self, msg: Any) -> None:
+        if isinstance(msg, Outcomes):
+            reports = [self._report(o) for o in msg.outcomes]
             with self.cond:
-                if self.goodbye is None:
-                    self.died = self._death()
+                for o, report in zip(msg.outcomes, reports, strict=True):
+                    self.statuses[o.tid] = report.status.value
+                    if self.first_failure is None and report.status in _FAILURES:
+                        self.first_failure = report
+                self.reports.extend(reports)
                 self.cond.notify_all()
+        elif isinstance(msg, Snapshot):
+            with self.cond:
+                self.snapshots[msg.seq] = msg
+                self.cond.notify_all()
+        elif isinstance(msg, Goodbye):
+            with self.cond:
+                self.goodbye = msg
+                self.cond.notify_all()
+            with self.park:  # the receiver may be aside: let it end now
+                self.park.notify_all()
+
+    def _gone(self) -> None:
+        """The pipe reached its end without a goodbye: the boss died."""
+        if self.closed:
+            return
+        died = self._death()
+        with self.cond:
+            if self.goodbye is None:
+                self.died = died
+            self.cond.notify_all()
+        with self.park:
+            self.park.notify_all()
 
     def _death(self) -> BossDiedError:
         try:

@@ -6,6 +6,7 @@ what the receiver thread (:mod:`.main_inbox`) has heard. A part of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -31,9 +32,10 @@ class Reporting:
         inbox = self._inbox
         while True:
             with inbox.cond:
-                while self._consumed >= len(inbox.reports) and not self._all_ended():
-                    if not inbox.cond.wait(timeout):
-                        raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
+                waiting = self._consumed >= len(inbox.reports) and not self._all_ended()
+            if waiting:
+                self._wait_for_report(timeout)
+            with inbox.cond:
                 if self._consumed >= len(inbox.reports):
                     return
                 # One at a time: a caller may abandon the generator after any report.
@@ -45,6 +47,21 @@ class Reporting:
                     tid = self._names.pop(report.name)
                     del self._records[tid], inbox.statuses[tid]
             yield report
+
+    def _wait_for_report(self: Boss, timeout: float | None) -> None:
+        """Wait until a report is there to yield or every task has ended, reading the
+        boss's messages in this thread (one thread hand-over fewer, see main_inbox)."""
+        inbox = self._inbox
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with inbox.reading():
+            while True:
+                with inbox.cond:
+                    if self._consumed < len(inbox.reports) or self._all_ended():
+                        return
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not inbox.pump(left) and deadline is not None \
+                        and time.monotonic() >= deadline:
+                    raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
 
     def _all_ended(self: Boss) -> bool:
         inbox = self._inbox
