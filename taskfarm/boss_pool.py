@@ -27,7 +27,7 @@ from . import (
     worker_process,
     zygote_process,
 )
-from .processes import ExitInfo, die_with_parent, reap, terminate
+from .processes import ExitInfo, die_with_parent, flush_std_streams, reap, terminate
 from .protocol import Channel, Outcome, RunTask, Skip
 
 START_METHODS = ("fork", "spawn")
@@ -202,29 +202,27 @@ class Pool:
 
 
 def _fork(task_r: int, result_w: int) -> int:
-    # Anything buffered now would be written twice, once by each process.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
+    flush_std_streams()
     pid = os.fork()
     if pid:
         return pid
+    run_worker(task_r, result_w)
+    return 0  # not reached
+
+
+def run_worker(task_r: int, result_w: int, preloaded: dict[int, type] | None = None) -> None:
+    """In a freshly forked worker process: keep only its two pipe ends, die with its
+    parent, serve tasks, then exit without returning to the parent's code."""
     code = 1
     try:
         close_all_but(task_r, result_w)
         die_with_parent()
-        worker_process.serve(Channel(task_r), Channel(result_w))
+        worker_process.serve(Channel(task_r), Channel(result_w), preloaded)
         code = 0
     except BaseException:
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
+        flush_std_streams()
         os._exit(code)
 
 
@@ -244,7 +242,7 @@ class Zygote:
         """Fork a zygote that loads the class; None when the class cannot be loaded
         there or its import started threads."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        _flush_std_streams()
+        flush_std_streams()
         pid = os.fork()
         if pid == 0:
             try:
@@ -254,7 +252,7 @@ class Zygote:
             except BaseException:
                 traceback.print_exc()
             finally:
-                _flush_std_streams()
+                flush_std_streams()
                 os._exit(0)
         theirs.close()
         ours.settimeout(cls.PATIENCE)
@@ -310,15 +308,6 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
             raise EOFError("the zygote is gone")
         data += chunk
     return data
-
-
-def _flush_std_streams() -> None:
-    # Anything buffered now would be written twice, once by each process.
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
 
 
 def close_all_but(*keep: int) -> None:

@@ -73,6 +73,7 @@ class Inbox:
         # Threads reading for themselves (see reading()); the receiver steps aside for
         # them, woken out of its select() by a byte on the wake pipe.
         self.pumping = 0
+        self.handled = 0      # messages handled so far, by any thread (see pump())
         self.parked = False   # the receiver is waiting in _step_aside
         self.lease = 0.0      # until when it stays aside after the last such thread left
         self.park = threading.Condition(threading.Lock())
@@ -139,15 +140,17 @@ class Inbox:
                 self.pumping -= 1
                 self.lease = time.monotonic() + READ_LEASE
 
-    def pump(self, timeout: float | None) -> bool:
+    def pump(self, timeout: float | None, seen: int) -> bool:
         """Read and handle one message in this thread (inside :meth:`reading`),
-        waiting up to ``timeout`` seconds for it. False when none came in time."""
+        waiting up to ``timeout`` seconds for it. ``seen`` is :attr:`handled` when the
+        caller last looked: if another thread has handled a message since, return at
+        once so the caller looks again. False when nothing came in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.read_lock.acquire(timeout=-1 if timeout is None else timeout):
             return False  # another thread reads; what it reads is in the reports
         try:
             conn = self.conn
-            if self.closed:
+            if self.closed or self.handled != seen:
                 return True
             if not conn.buffered:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -183,6 +186,8 @@ class Inbox:
         return True
 
     def _handle(self, msg: Any) -> None:
+        with self.cond:
+            self.handled += 1
         if isinstance(msg, Outcomes):
             reports = [self._report(o) for o in msg.outcomes]
             with self.cond:

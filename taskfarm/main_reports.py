@@ -58,8 +58,9 @@ class Reporting:
                 with inbox.cond:
                     if self._consumed < len(inbox.reports) or self._all_ended():
                         return
+                    seen = inbox.handled
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not inbox.pump(left) and deadline is not None \
+                if not inbox.pump(left, seen) and deadline is not None \
                         and time.monotonic() >= deadline:
                     raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
 

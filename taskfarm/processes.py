@@ -10,6 +10,7 @@ import ctypes
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,16 @@ def unlink_shared(names: Iterable[str]) -> None:
 # The variables native thread pools read when they start (OpenMP, OpenBLAS, MKL, ...).
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def flush_std_streams() -> None:
+    """Flush stdout and stderr: before a fork (anything buffered would be written
+    twice, once by each process) and before ``os._exit``."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

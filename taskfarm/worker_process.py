@@ -29,7 +29,7 @@ import cloudpickle
 import tblib
 
 from . import protocol
-from .processes import THREAD_VARIABLES, die_with_parent
+from .processes import THREAD_VARIABLES, die_with_parent, flush_std_streams
 from .protocol import Channel, Outcome, RunTask, Skip
 from .worker import Worker
 
@@ -45,11 +45,7 @@ def _stop_requested(signum: int, frame: Any) -> None:
 
 def _end_by_sigterm() -> None:
     """End the process as SIGTERM would have, so the boss sees the same ending."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
+    flush_std_streams()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
     os._exit(128 + signal.SIGTERM)  # not reached

@@ -30,13 +30,10 @@ import pickle
 import select
 import socket
 import struct
-import sys
 import threading
-import traceback
 from typing import Any
 
 from .processes import die_with_parent
-from .protocol import Channel
 
 RECORD = struct.Struct("!cqq")   # kind (b"p" forked, b"x" exited), pid, wait status
 
@@ -105,32 +102,13 @@ def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
         except OSError:
             return 0
         if pid == 0:
-            _become_worker(task_r, result_w, class_key, cls)
+            from .boss_pool import run_worker  # what a forked worker runs
+
+            run_worker(task_r, result_w, {class_key: cls})
         return pid
     finally:
         os.close(task_r)
         os.close(result_w)
-
-
-def _become_worker(task_r: int, result_w: int, class_key: int, cls: type) -> None:
-    from . import worker_process
-    from .boss_pool import close_all_but
-
-    code = 1
-    try:
-        close_all_but(task_r, result_w)
-        die_with_parent()
-        worker_process.serve(Channel(task_r), Channel(result_w), preloaded={class_key: cls})
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
-        os._exit(code)
 
 
 def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) -> Any:

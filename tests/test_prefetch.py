@@ -68,3 +68,16 @@ def test_queue_depth_follows_the_pace_of_tasks() -> None:
     assert depths[0] == 1 and depths[-1] == MAX_DEPTH
     assert learn(0.5) == 1                         # a long one: back to one at once
     assert learn(QUEUE_SECONDS / 4) in (1, 2)      # never more than QUEUE_SECONDS of work
+
+
+def test_one_task_at_a_time_never_misses_its_report() -> None:
+    """The waiting thread reads for itself while the receiver steps aside; a report
+    the receiver took just before must still be seen (no wait on a silent pipe)."""
+    from workers import Add
+
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Add]) as boss:
+        boss.make_them_work()
+        for i in range(400):
+            boss.set_instructions({}, {"x": [i]})
+            report = next(boss.as_completed(timeout=10))
+            assert report.result == i + 1
