@@ -51,11 +51,12 @@ class BaseScheduler:
     """Base class of schedulers: override :meth:`launchable`.
 
     ``prefetch``: True when the rule only counts the tasks running at once (never
-    their resources nor their order of completion). The boss may then hand each busy
-    worker process its next task ahead of time, asking ``launchable`` with that
-    process's current task left out of ``workers``: the worker starts it the moment
-    the current one ends, without waiting for the boss. Concurrency is unchanged (a
-    process runs one task at a time). Leave it False for any rule about resources.
+    their resources nor their order of completion). The boss may then queue tasks
+    behind the one each busy worker process runs (one, or more when tasks are tiny),
+    asking ``launchable`` for each with that process's current task left out of
+    ``workers``: the worker starts the next the moment the current one ends, without
+    waiting for the boss. Concurrency is unchanged (a process runs one task at a
+    time). Leave it False for any rule about resources.
     """
 
     prefetch: bool = False
