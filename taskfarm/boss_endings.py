@@ -14,10 +14,7 @@ from . import protocol
 from .boss_pool import WorkerProcess
 from .boss_tasks import Task, TaskState
 from .processes import ExitInfo, oom_kills
-from .protocol import Outcome
-
-# Endings retried when a task asks for retries without saying which.
-RETRYABLE = ("failed", "killed", "timeout")
+from .protocol import RETRYABLE, Outcome
 
 if TYPE_CHECKING:
     from .boss_process import BossLoop

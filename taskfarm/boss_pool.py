@@ -16,18 +16,16 @@ not inherit anything.
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import traceback
 from collections import deque
 from typing import Any
 
 from . import (
     worker,  # noqa: F401 - preloaded so forked workers need not import it
     worker_process,
-    zygote_process,
 )
-from .processes import ExitInfo, die_with_parent, flush_std_streams, reap, terminate
+from .boss_zygote import Zygote
+from .processes import ExitInfo, flush_std_streams, reap, terminate
 from .protocol import Channel, Outcome, RunTask, Skip
 
 START_METHODS = ("fork", "spawn")
@@ -206,118 +204,8 @@ def _fork(task_r: int, result_w: int) -> int:
     pid = os.fork()
     if pid:
         return pid
-    run_worker(task_r, result_w)
+    worker_process.run_worker(task_r, result_w)
     return 0  # not reached
-
-
-def run_worker(task_r: int, result_w: int, preloaded: dict[int, type] | None = None) -> None:
-    """In a freshly forked worker process: keep only its two pipe ends, die with its
-    parent, serve tasks, then exit without returning to the parent's code."""
-    code = 1
-    try:
-        close_all_but(task_r, result_w)
-        die_with_parent()
-        worker_process.serve(Channel(task_r), Channel(result_w), preloaded)
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        flush_std_streams()
-        os._exit(code)
-
-
-class Zygote:
-    """The boss's handle on one zygote process (see :mod:`taskfarm.zygote_process`):
-    it forks the workers of one isolated class and reports how each ended."""
-
-    # A zygote answers in microseconds; one silent this long is taken for broken.
-    PATIENCE = 30.0
-
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid, self.sock = pid, sock
-        self.ended: dict[int, ExitInfo] = {}  # worker pid -> how it ended, not yet asked
-
-    @classmethod
-    def start(cls, class_key: int, class_blob: bytes) -> Zygote | None:
-        """Fork a zygote that loads the class; None when the class cannot be loaded
-        there or its import started threads."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        flush_std_streams()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                close_all_but(theirs.fileno())
-                zygote_process.main(theirs, class_key, class_blob, os.getppid())
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                flush_std_streams()
-                os._exit(0)
-        theirs.close()
-        ours.settimeout(cls.PATIENCE)
-        zygote = cls(pid, ours)
-        try:
-            ready = _read_exactly(ours, 2) == b"ok"
-        except OSError:
-            ready = False
-        if not ready:
-            zygote.close()
-            return None
-        return zygote
-
-    def fork(self, task_r: int, result_w: int) -> int:
-        """A new worker on these pipe ends; 0 when the zygote cannot make one."""
-        try:
-            socket.send_fds(self.sock, [b"f"], [task_r, result_w])
-            while True:
-                kind, pid = self._record()
-                if kind == b"p":
-                    return pid
-        except (OSError, EOFError):
-            return 0
-
-    def exit_info(self, pid: int) -> ExitInfo:
-        """How one of its workers ended (waiting for the zygote to say, if needed);
-        unknown if the zygote is gone."""
-        try:
-            while pid not in self.ended:
-                self._record()
-        except (OSError, EOFError):
-            return ExitInfo(None, None)
-        return self.ended.pop(pid)
-
-    def _record(self) -> tuple[bytes, int]:
-        kind, pid, status = zygote_process.RECORD.unpack(
-            _read_exactly(self.sock, zygote_process.RECORD.size))
-        if kind == b"x":
-            self.ended[pid] = ExitInfo.from_wait_status(status)
-        return kind, pid
-
-    def close(self) -> None:
-        """EOF on its socket: the zygote exits once its workers have; reap it."""
-        self.sock.close()
-        reap(self.pid)
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError("the zygote is gone")
-        data += chunk
-    return data
-
-
-def close_all_but(*keep: int) -> None:
-    """Close every descriptor above stderr except ``keep``: a worker must hold no end
-    of the boss's pipes, or the main program would never see them close."""
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _spawn(task_r: int, result_w: int) -> int:

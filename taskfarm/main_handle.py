@@ -28,17 +28,10 @@ from .errors import (
     BossStateError,
     InstructionError,
 )
+from .main_dependencies import resolve_dependencies
 from .main_inbox import Inbox, TaskRecord
-from .main_instructions import (
-    PreparedBatch,
-    check_policies,
-    prepare,
-    resolve_dependencies,
-    resolve_policies,
-    resolve_worker,
-    split_simple,
-    worker_threads,
-)
+from .main_instructions import PreparedBatch, prepare, resolve_worker, split_simple
+from .main_policies import check_policies, resolve_policies, worker_threads
 from .main_reports import Reporting
 from .processes import BOSS_EXIT_WAIT
 from .protocol import (

@@ -157,33 +157,32 @@ class Inbox:
                 ready, _, _ = select.select([conn.fd], [], [], left)
                 if not ready:
                     return False
-            return self._read_one()
+            self._receive()
+            return True
         finally:
             self.read_lock.release()
 
-    def _read_one(self) -> bool:
-        """With ``read_lock`` held: read and handle one message if one has come.
-        False when there was nothing to read (another thread took it)."""
+    def _read_one(self) -> None:
+        """With ``read_lock`` held: read and handle one message if one is still there
+        (another thread may have taken it since the receiver saw it come)."""
         conn = self.conn
-        if self.closed:
-            return True
-        if not conn.buffered:
-            ready, _, _ = select.select([conn.fd], [], [], 0)
-            if not ready:
-                return False
+        if not self.closed and (conn.buffered or select.select([conn.fd], [], [], 0)[0]):
+            self._receive()
+
+    def _receive(self) -> None:
+        """With ``read_lock`` held and a message there: read and handle it."""
         # Ctrl-C waits until the message is read and handled: neither half a message
         # nor a report read but not yet kept can be lost to it.
         on_main = threading.current_thread() is threading.main_thread()
         if on_main:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self._handle(conn.recv())
+            self._handle(self.conn.recv())
         except (EOFError, OSError):
             self._gone()
         finally:
             if on_main:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        return True
 
     def _handle(self, msg: Any) -> None:
         with self.cond:

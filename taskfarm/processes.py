@@ -52,6 +52,16 @@ def flush_std_streams() -> None:
             pass
 
 
+def close_all_but(*keep: int) -> None:
+    """Close every descriptor above stderr except ``keep``: a worker must hold no end
+    of the boss's pipes, or the main program would never see them close."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent thread ends.
 

@@ -29,7 +29,7 @@ import cloudpickle
 import tblib
 
 from . import protocol
-from .processes import THREAD_VARIABLES, die_with_parent, flush_std_streams
+from .processes import THREAD_VARIABLES, close_all_but, die_with_parent, flush_std_streams
 from .protocol import Channel, Outcome, RunTask, Skip
 from .worker import Worker
 
@@ -229,6 +229,22 @@ def serve(task_conn: Channel, result_conn: Channel,
             return
         finally:
             del msg, outcome
+
+
+def run_worker(task_r: int, result_w: int, preloaded: dict[int, type] | None = None) -> None:
+    """In a freshly forked worker process: keep only its two pipe ends, die with its
+    parent, serve tasks, then exit without returning to the parent's code."""
+    code = 1
+    try:
+        close_all_but(task_r, result_w)
+        die_with_parent()
+        serve(Channel(task_r), Channel(result_w), preloaded)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        flush_std_streams()
+        os._exit(code)
 
 
 def main(argv: list[str]) -> None:

@@ -34,6 +34,7 @@ import threading
 from typing import Any
 
 from .processes import die_with_parent
+from .worker_process import run_worker
 
 RECORD = struct.Struct("!cqq")   # kind (b"p" forked, b"x" exited), pid, wait status
 
@@ -102,8 +103,6 @@ def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
         except OSError:
             return 0
         if pid == 0:
-            from .boss_pool import run_worker  # what a forked worker runs
-
             run_worker(task_r, result_w, {class_key: cls})
         return pid
     finally:

@@ -4,10 +4,12 @@ and nothing leaks (the autouse fixture checks processes and descriptors)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -39,19 +41,27 @@ def _kill_workers(boss_pid: int, stop: threading.Event, kills: list[int], seed: 
                 pass
 
 
-def test_random_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _chaos(boss_pid: int, seed: int, most: int = 10**9) -> Iterator[list[int]]:
+    """SIGKILL random workers of the boss (see _kill_workers) while in the block; the
+    list of pids killed so far is what the block gets."""
     kills: list[int] = []
     stop = threading.Event()
+    killer = threading.Thread(target=_kill_workers, args=(boss_pid, stop, kills, seed, most))
+    killer.start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+        killer.join()
+
+
+def test_random_kills_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:
     with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Journal], on_error="continue") as boss:
         names = boss.set_instructions({"out_dir": str(tmp_path)}, {"spin": [2000] * TASKS})
-        killer = threading.Thread(target=_kill_workers, args=(boss.pid, stop, kills, 7))
-        killer.start()
-        boss.make_them_work()
-        try:
+        with _chaos(boss.pid, 7) as kills:
+            boss.make_them_work()
             seen = [report for report in boss.as_completed(timeout=60)]
-        finally:
-            stop.set()
-            killer.join()
         report = boss.wait_till_finished(timeout=60)
     assert kills, "the test killed no worker"
     # Exactly one terminal report per instruction set, streamed and final alike.
@@ -79,8 +89,6 @@ def _boss_fds(boss_pid: int) -> int:
 def test_fault_injection_2000_tasks(tmp_path: Path, gate: Gate) -> None:
     rng = random.Random(11)
     hows = rng.choices(["ok", "raise", "exit", "hang"], weights=[960, 25, 10, 5], k=2000)
-    kills: list[int] = []
-    stop = threading.Event()
     with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Chaos], on_error="continue") as boss:
         boss.set_instructions({"out_dir": str(tmp_path), "how": "ok"}, {"name": ["w1", "w2"]})
         boss.make_them_work()
@@ -88,13 +96,8 @@ def test_fault_injection_2000_tasks(tmp_path: Path, gate: Gate) -> None:
         fds_before = _boss_fds(boss.pid)
         names = boss.set_instructions({"out_dir": str(tmp_path), "gate": gate, "timeout": 0.5},
                                       {"how": hows})
-        killer = threading.Thread(target=_kill_workers, args=(boss.pid, stop, kills, 3, 40))
-        killer.start()
-        try:
+        with _chaos(boss.pid, 3, 40) as kills:
             seen = [r for r in boss.as_completed(timeout=120)]
-        finally:
-            stop.set()
-            killer.join()
         fds_after = _boss_fds(boss.pid)
         report = boss.wait_till_finished(timeout=60)
     assert fds_after == fds_before, "the boss leaked descriptors"

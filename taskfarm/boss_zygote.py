@@ -1,0 +1,97 @@
+"""The boss's handle on the zygote processes of isolated mode: start one per Worker
+class, ask it for a worker, learn how each of its workers ended. Runs in the boss
+process; the zygote's own side is :mod:`taskfarm.zygote_process`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+
+from . import zygote_process
+from .processes import ExitInfo, close_all_but, flush_std_streams, reap
+
+
+class Zygote:
+    """The boss's handle on one zygote process (see :mod:`taskfarm.zygote_process`):
+    it forks the workers of one isolated class and reports how each ended."""
+
+    # A zygote answers in microseconds; one silent this long is taken for broken.
+    PATIENCE = 30.0
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid, self.sock = pid, sock
+        self.ended: dict[int, ExitInfo] = {}  # worker pid -> how it ended, not yet asked
+
+    @classmethod
+    def start(cls, class_key: int, class_blob: bytes) -> Zygote | None:
+        """Fork a zygote that loads the class; None when the class cannot be loaded
+        there or its import started threads."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        flush_std_streams()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                close_all_but(theirs.fileno())
+                zygote_process.main(theirs, class_key, class_blob, os.getppid())
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                flush_std_streams()
+                os._exit(0)
+        theirs.close()
+        ours.settimeout(cls.PATIENCE)
+        zygote = cls(pid, ours)
+        try:
+            ready = _read_exactly(ours, 2) == b"ok"
+        except OSError:
+            ready = False
+        if not ready:
+            zygote.close()
+            return None
+        return zygote
+
+    def fork(self, task_r: int, result_w: int) -> int:
+        """A new worker on these pipe ends; 0 when the zygote cannot make one."""
+        try:
+            socket.send_fds(self.sock, [b"f"], [task_r, result_w])
+            while True:
+                kind, pid = self._record()
+                if kind == b"p":
+                    return pid
+        except (OSError, EOFError):
+            return 0
+
+    def exit_info(self, pid: int) -> ExitInfo:
+        """How one of its workers ended (waiting for the zygote to say, if needed);
+        unknown if the zygote is gone."""
+        try:
+            while pid not in self.ended:
+                self._record()
+        except (OSError, EOFError):
+            return ExitInfo(None, None)
+        return self.ended.pop(pid)
+
+    def _record(self) -> tuple[bytes, int]:
+        kind, pid, status = zygote_process.RECORD.unpack(
+            _read_exactly(self.sock, zygote_process.RECORD.size))
+        if kind == b"x":
+            self.ended[pid] = ExitInfo.from_wait_status(status)
+        return kind, pid
+
+    def close(self) -> None:
+        """EOF on its socket: the zygote exits once its workers have; reap it."""
+        self.sock.close()
+        reap(self.pid)
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the zygote is gone")
+        data += chunk
+    return data

@@ -1,0 +1,94 @@
+"""Per-task policies (timeout, retries, retry_on, retry_memory) and Worker class
+options, resolved and checked in the main program at the call that gives the
+instructions: a policy comes from the instruction set, else from the Worker class (a
+class attribute of its own), else from the whole run (Boss options).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import InstructionError
+from .protocol import RETRYABLE
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .main_instructions import PreparedBatch
+
+POLICIES = ("timeout", "retries", "retry_on", "retry_memory")
+_NO = object()   # no value given at this level
+
+
+def resolve_policies(batch: PreparedBatch, run: Mapping[str, Any]) -> None:
+    """Put each task's effective timeout, retries, retry_on and retry_memory in its
+    view (the most specific source wins), and check them. What common instructions,
+    the class and the run give is resolved and checked once per class; only values
+    the individual instructions give are checked per task."""
+    own = [key for key in POLICIES if key in batch.own_keys]
+    bases: dict[type[Worker], dict[str, Any]] = {}
+    for task in batch.tasks:
+        base = bases.get(task.worker)
+        if base is None:
+            base = bases[task.worker] = _policy_base(task.worker, batch.common, run)
+            check_policies(base, f"task {task.name!r}")
+        if base:
+            view = task.view
+            for key, value in base.items():
+                view.setdefault(key, value)
+        if own:
+            check_policies(task.view, f"task {task.name!r}")
+
+
+def _policy_base(cls: type[Worker], common: Mapping[str, Any],
+                 run: Mapping[str, Any]) -> dict[str, Any]:
+    """The policies common instructions, the Worker class or the run give."""
+    base: dict[str, Any] = {}
+    for key in POLICIES:
+        value = common.get(key, _NO)
+        if value is _NO:
+            value = _class_default(cls, key)
+        if value is _NO:
+            value = run.get(key, _NO)
+        if value is not _NO and value is not None:
+            base[key] = value
+    return base
+
+
+def check_policies(values: Mapping[str, Any], where: str) -> None:
+    """Raise InstructionError for a negative timeout or retries, an unknown retry_on."""
+    timeout = values.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or timeout <= 0):
+        raise InstructionError(f"{where}: timeout must be a positive number of seconds, "
+                               f"got {timeout!r}")
+    retries = values.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InstructionError(f"{where}: retries must be an int >= 0, got {retries!r}")
+    retry_on = values.get("retry_on", ())
+    if isinstance(retry_on, str) or not set(retry_on) <= RETRYABLE:
+        raise InstructionError(f"{where}: retry_on must list endings among "
+                               f"{sorted(RETRYABLE)}, got {retry_on!r}")
+    factor = values.get("retry_memory", 1.0)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+        raise InstructionError(f"{where}: retry_memory must be a factor >= 1, got {factor!r}")
+
+
+def _class_default(cls: type[Worker], key: str) -> Any:
+    """The value a Worker subclass gives ``key`` itself, or _NO."""
+    for klass in cls.__mro__:
+        if klass is Worker:
+            return _NO
+        if key in klass.__dict__:
+            return klass.__dict__[key]
+    return _NO
+
+
+def worker_threads(cls: type[Worker]) -> int | None:
+    """A Worker class's ``threads`` option, checked."""
+    threads = cls.threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise InstructionError(f"{cls.__qualname__}.threads must be a positive int or None, "
+                               f"not {threads!r}")
+    return threads
