@@ -8,8 +8,9 @@ Combine them with ``&``::
     MaxThreadsScheduler(8) & MaxMemoryScheduler(16000) & ResourceLockScheduler()
 """
 
+from taskfarm._common.system import available_cpus, memory_budget_mib, packed_cpus
+
 from .base import AllOf, BaseScheduler
-from .cpus import available_cpus, memory_budget_mib, packed_cpus
 from .load import PoliteScheduler, system_load
 from .locks import ResourceLockScheduler
 from .memory import LongerFirstScheduler, MaxMemoryScheduler

@@ -17,8 +17,9 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from taskfarm._common.system import memory_budget_mib
+
 from .base import Instructions, Launch
-from .cpus import memory_budget_mib
 from .threads import Limited, _thread_count
 
 __all__ = ["LongerFirstScheduler", "MaxMemoryScheduler"]

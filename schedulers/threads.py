@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from taskfarm._common.system import available_cpus, packed_cpus
+
 from .base import BaseScheduler, Instructions, Launch
-from .cpus import available_cpus, packed_cpus
 
 __all__ = ["LaxistScheduler", "MaxThreadsScheduler"]
 
@@ -58,7 +59,7 @@ class MaxThreadsScheduler(Limited):
     """Launch at most ``max_threads`` tasks at once, in the order given.
 
     ``max_threads=0`` means one per CPU this process may use (affinity mask and cgroup
-    quota, see :func:`schedulers.cpus.available_cpus`). Each launched task gets the
+    quota, see :func:`taskfarm._common.system.available_cpus`). Each launched task gets the
     lowest free ``scheduler_ticket`` in ``0..max_threads-1``. It only counts tasks, so
     it allows prefetching (see :class:`BaseScheduler`).
     """

@@ -17,89 +17,76 @@ Quick use::
 
     report = taskfarm.batch_main(individual_instructions={"x": [1, 2, 3]})
 
-The architecture is drawn in :mod:`taskfarm.boss_process`; errors are listed in
-:mod:`taskfarm.errors`.
+The architecture is drawn in :mod:`taskfarm._boss.loop`; errors are listed in
+:mod:`taskfarm._common.errors`.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .errors import (
-        AmbiguousWorkerError,
-        BossDiedError,
-        BossStateError,
-        InstructionError,
-        InstructionTypeError,
-        NoMatchingWorkerError,
-        RemoteTaskError,
-        TaskCancelledError,
-        TaskError,
-        TaskfarmError,
-        WorkerKilledError,
-    )
-    from .main_entry import batch_main, run_as_server
-    from .main_handle import Boss
-    from .protocol import Signal
-    from .report import Report, ReportStatus, TaskReport, TaskStatus
-    from .shared import SharedArray
-    from .worker import Worker
-
-# Public names are loaded on first use (PEP 562), so that the boss and worker
-# processes, which run ``python -m taskfarm.<module>``, do not import the main
-# program's side of the package.
-_WHERE = {
-    **dict.fromkeys(["AmbiguousWorkerError", "BossDiedError", "BossStateError",
-                     "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
-                     "RemoteTaskError", "TaskCancelledError", "TaskError", "TaskfarmError",
-                     "WorkerKilledError"], "errors"),
-    "batch_main": "main_entry",
-    "run_as_server": "main_entry",
-    "Boss": "main_handle",
-    "Signal": "protocol",
-    **dict.fromkeys(["Report", "ReportStatus", "TaskReport", "TaskStatus"], "report"),
-    "SharedArray": "shared",
-    "Worker": "worker",
+# The one list of public names, each with the private module that defines it. Names
+# are loaded on first use (PEP 562), so that the boss and worker processes, which run
+# ``python -m taskfarm._boss`` and ``python -m taskfarm._worker``, never import the
+# main program's side of the package.
+_PUBLIC = {
+    "AmbiguousWorkerError": "_common.errors",
+    "Boss": "_main.handle",
+    "BossDiedError": "_common.errors",
+    "BossStateError": "_common.errors",
+    "InstructionError": "_common.errors",
+    "InstructionTypeError": "_common.errors",
+    "NoMatchingWorkerError": "_common.errors",
+    "RemoteTaskError": "_common.errors",
+    "Report": "_main.report",
+    "ReportStatus": "_common.status",
+    "SharedArray": "_common.shared_array",
+    "Signal": "_common.messages",
+    "TaskCancelledError": "_common.errors",
+    "TaskError": "_common.errors",
+    "TaskReport": "_main.report",
+    "TaskStatus": "_common.status",
+    "TaskfarmError": "_common.errors",
+    "Worker": "_common.worker_class",
+    "WorkerKilledError": "_common.errors",
+    "batch_main": "_main.entry",
+    "run_as_server": "_main.entry",
 }
 
+__all__ = sorted(_PUBLIC)
+__version__ = "0.1.0"
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
+if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps both in step)
+    from ._common.errors import AmbiguousWorkerError as AmbiguousWorkerError
+    from ._common.errors import BossDiedError as BossDiedError
+    from ._common.errors import BossStateError as BossStateError
+    from ._common.errors import InstructionError as InstructionError
+    from ._common.errors import InstructionTypeError as InstructionTypeError
+    from ._common.errors import NoMatchingWorkerError as NoMatchingWorkerError
+    from ._common.errors import RemoteTaskError as RemoteTaskError
+    from ._common.errors import TaskCancelledError as TaskCancelledError
+    from ._common.errors import TaskError as TaskError
+    from ._common.errors import TaskfarmError as TaskfarmError
+    from ._common.errors import WorkerKilledError as WorkerKilledError
+    from ._common.messages import Signal as Signal
+    from ._common.shared_array import SharedArray as SharedArray
+    from ._common.status import ReportStatus as ReportStatus
+    from ._common.status import TaskStatus as TaskStatus
+    from ._common.worker_class import Worker as Worker
+    from ._main.entry import batch_main as batch_main
+    from ._main.entry import run_as_server as run_as_server
+    from ._main.handle import Boss as Boss
+    from ._main.report import Report as Report
+    from ._main.report import TaskReport as TaskReport
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'taskfarm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
-
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "AmbiguousWorkerError",
-    "Boss",
-    "BossDiedError",
-    "BossStateError",
-    "InstructionError",
-    "InstructionTypeError",
-    "NoMatchingWorkerError",
-    "RemoteTaskError",
-    "Report",
-    "ReportStatus",
-    "SharedArray",
-    "Signal",
-    "TaskCancelledError",
-    "TaskError",
-    "TaskReport",
-    "TaskStatus",
-    "TaskfarmError",
-    "Worker",
-    "WorkerKilledError",
-    "batch_main",
-    "run_as_server",
-]
+    return sorted({*globals(), *_PUBLIC})

@@ -15,7 +15,7 @@ from workers import Hog
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
-from schedulers.cpus import cgroup_dirs
+from taskfarm._common.system import cgroup_dirs
 
 
 def _child_cgroup(controller: str, settings: dict[str, str]) -> Iterator[Path]:

@@ -8,8 +8,8 @@ from workers import Add, Blocker, Gate, Mailbox, Misbehave, WorkerBoom
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
-from taskfarm.boss_dependencies import Dependencies
-from taskfarm.boss_tasks import Task
+from taskfarm._boss.dependencies import Dependencies
+from taskfarm._boss.tasks import Task
 
 
 def test_a_task_starts_only_after_its_prerequisites_are_done() -> None:

@@ -9,7 +9,7 @@ import pytest
 from workers import Add, Scale
 
 import taskfarm
-from taskfarm.main_instructions import prepare
+from taskfarm._main.prepare import prepare
 
 
 def _prepare(common: Any = None, individual: Any = None, *, workers: Any = (Add, Scale),
@@ -148,7 +148,7 @@ def test_builtin_numbers_are_checked() -> None:
 
 
 def test_declarations() -> None:
-    attrs = taskfarm.worker.declared_attributes(Scale)
+    attrs = taskfarm._common.worker_class.declared_attributes(Scale)
     assert {"name", "memory", "expected_time", "scheduler_ticket", "resources", "after",
             "timeout", "retries", "retry_on", "retry_memory",
             "value", "factor", "mode"} == set(attrs)

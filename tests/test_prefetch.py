@@ -11,7 +11,7 @@ from workers import Journal
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
-from taskfarm.boss_launch import MAX_DEPTH, QUEUE_SECONDS, Launching
+from taskfarm._boss.launcher import MAX_DEPTH, QUEUE_SECONDS, Launching
 
 TASKS = 5000
 

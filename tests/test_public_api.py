@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +36,25 @@ def test_taskfarm_exports_exactly_the_intended_names() -> None:
         taskfarm.NoSuchThing  # noqa: B018
 
 
+def test_no_private_name_leaks_into_the_namespace() -> None:
+    """Everything in ``dir(taskfarm)`` that is not a dunder or a private subpackage is
+    in ``__all__``, and no name in ``__all__`` starts with an underscore."""
+    public = {n for n in dir(taskfarm) if not n.startswith("_")}
+    assert public == set(taskfarm.__all__)
+    assert not [n for n in taskfarm.__all__ if n.startswith("_")]
+
+
+def test_type_checkers_see_the_same_names() -> None:
+    """The TYPE_CHECKING imports of ``taskfarm/__init__.py`` name exactly ``__all__``."""
+    source = Path(taskfarm.__file__).read_text()
+    tree = ast.parse(source)
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test))
+    names = {alias.asname for node in guarded.body if isinstance(node, ast.ImportFrom)
+             for alias in node.names}
+    assert names == set(taskfarm.__all__)
+
+
 def test_errors_subclass_the_builtins_callers_catch() -> None:
     assert issubclass(taskfarm.InstructionError, ValueError)
     assert issubclass(taskfarm.InstructionTypeError, TypeError)
@@ -44,6 +65,10 @@ def test_errors_subclass_the_builtins_callers_catch() -> None:
 
 def test_every_module_imports_and_says_what_it_is() -> None:
     for package in (taskfarm, schedulers):
-        for info in pkgutil.iter_modules(package.__path__):
-            module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if info.name.endswith(".__main__"):  # entry points: importing one runs it
+                continue
+            module = importlib.import_module(info.name)
             assert module.__doc__, f"{module.__name__} has no docstring"
+            assert len(Path(module.__file__ or "").read_text().splitlines()) <= 400, \
+                f"{module.__name__} is over 400 lines: split it"

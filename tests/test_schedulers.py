@@ -12,7 +12,7 @@ from workers import Add, Blocker, Gate, Mailbox
 import schedulers
 import taskfarm
 from schedulers import BaseScheduler, MaxThreadsScheduler, available_cpus
-from taskfarm.boss_tasks import PendingQueue, Task
+from taskfarm._boss.tasks import PendingQueue, Task
 
 
 def _pending(n: int) -> PendingQueue:

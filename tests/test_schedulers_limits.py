@@ -23,7 +23,7 @@ from schedulers import (
     memory_budget_mib,
     packed_cpus,
 )
-from taskfarm.boss_tasks import PendingQueue, RunStats, Task
+from taskfarm._boss.tasks import PendingQueue, RunStats, Task
 
 
 def _pending(*views: dict[str, Any], worker: str = "W") -> PendingQueue:

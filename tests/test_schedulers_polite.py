@@ -14,7 +14,7 @@ from workers import Busy, Mailbox, RecordingLoad
 
 import taskfarm
 from schedulers import PoliteScheduler
-from taskfarm.boss_tasks import PendingQueue, Task
+from taskfarm._boss.tasks import PendingQueue, Task
 
 
 class Readings:

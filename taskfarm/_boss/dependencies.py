@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .boss_tasks import Task
+from taskfarm._boss.tasks import Task
 
 RECENT_FAILURES = 1 << 16
 

@@ -33,8 +33,8 @@ import struct
 import threading
 from typing import Any
 
-from .processes import die_with_parent
-from .worker_process import run_worker
+from taskfarm._common.processes import die_with_parent
+from taskfarm._worker.serve import run_worker
 
 RECORD = struct.Struct("!cqq")   # kind (b"p" forked, b"x" exited), pid, wait status
 
@@ -111,7 +111,7 @@ def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
 
 
 def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) -> Any:
-    """Entry point in the freshly forked zygote (see :mod:`taskfarm.boss_pool`)."""
+    """Entry point in the freshly forked zygote (see :mod:`taskfarm._boss.local`)."""
     die_with_parent()
     if os.getppid() != boss_pid:
         return

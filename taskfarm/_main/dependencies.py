@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import InstructionError
+from taskfarm._common.errors import InstructionError
 
 if TYPE_CHECKING:
-    from .main_instructions import PreparedBatch
+    from taskfarm._main.prepare import PreparedBatch
 
 
 def resolve_dependencies(batch: PreparedBatch, names: Mapping[str, int],

@@ -22,7 +22,7 @@ BOSS_EXIT_WAIT = 2.0
 
 _PR_SET_PDEATHSIG = 1
 
-# Where SharedArray segments live, and how their names start (see taskfarm.shared).
+# Where SharedArray segments live, and how their names start (see taskfarm._common.shared_array).
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "taskfarm-"
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import InstructionError
-from .protocol import RETRYABLE
-from .worker import Worker
+from taskfarm._common.errors import InstructionError
+from taskfarm._common.status import RETRYABLE
+from taskfarm._common.worker_class import Worker
 
 if TYPE_CHECKING:
-    from .main_instructions import PreparedBatch
+    from taskfarm._main.prepare import PreparedBatch
 
 POLICIES = ("timeout", "retries", "retry_on", "retry_memory")
 _NO = object()   # no value given at this level

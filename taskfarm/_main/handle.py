@@ -2,8 +2,8 @@
 
 It starts the boss subprocess, checks and matches instructions before sending them
 (bad input is an error at the call that gave it), sends control signals, and answers
-from what its receiver thread (:mod:`taskfarm.main_inbox`) has heard. See
-:mod:`taskfarm.boss_process` for the picture of all three processes.
+from what its receiver thread (:mod:`taskfarm._main.inbox`) has heard. See
+:mod:`taskfarm._boss.loop` for the picture of all three processes.
 """
 
 from __future__ import annotations
@@ -22,19 +22,12 @@ from typing import Any, Literal
 import cloudpickle
 
 from schedulers import BaseScheduler, MaxThreadsScheduler
-
-from .boss_pool import START_METHODS
-from .errors import (
+from taskfarm._boss.local import START_METHODS
+from taskfarm._common.errors import (
     BossStateError,
     InstructionError,
 )
-from .main_dependencies import resolve_dependencies
-from .main_inbox import Inbox, TaskRecord
-from .main_instructions import PreparedBatch, prepare, resolve_worker, split_simple
-from .main_policies import check_policies, resolve_policies, worker_threads
-from .main_reports import Reporting
-from .processes import BOSS_EXIT_WAIT
-from .protocol import (
+from taskfarm._common.messages import (
     AddTasks,
     Channel,
     Configure,
@@ -44,8 +37,14 @@ from .protocol import (
     WorkerClassSpec,
     dumps,
 )
-from .shared import shared_in
-from .worker import Worker
+from taskfarm._common.processes import BOSS_EXIT_WAIT
+from taskfarm._common.shared_array import shared_in
+from taskfarm._common.worker_class import Worker
+from taskfarm._main.dependencies import resolve_dependencies
+from taskfarm._main.inbox import Inbox, TaskRecord
+from taskfarm._main.policies import check_policies, resolve_policies, worker_threads
+from taskfarm._main.prepare import PreparedBatch, prepare, resolve_worker, split_simple
+from taskfarm._main.reports import Reporting
 
 _CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
 _COUNTER = itertools.count(1)
@@ -131,7 +130,7 @@ class Boss(Reporting):
         report_r, report_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "taskfarm.boss_process", str(control_r), str(report_w),
+                [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
                  str(os.getpid())],
                 pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
                 env=_boss_environment())

@@ -10,11 +10,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .errors import BossDiedError, BossStateError, TaskCancelledError, TaskError
-from .report import Report, ReportStatus, TaskReport, TaskStatus
+from taskfarm._common.errors import BossDiedError, BossStateError, TaskCancelledError, TaskError
+from taskfarm._common.status import ReportStatus, TaskStatus
+from taskfarm._main.report import Report, TaskReport
 
 if TYPE_CHECKING:
-    from .main_handle import Boss
+    from taskfarm._main.handle import Boss
 
 
 class Reporting:

@@ -1,6 +1,6 @@
 """Launching, in the boss process: asking the scheduler what may start, handing tasks
 to worker processes, keeping the next task queued in each busy process (prefetch), and
-taking queued tasks back. A part of :class:`taskfarm.boss_process.BossLoop`, which
+taking queued tasks back. A part of :class:`taskfarm._boss.loop.BossLoop`, which
 holds the state these methods share.
 """
 
@@ -12,13 +12,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .boss_pool import WorkerProcess
-from .boss_tasks import Task
-from .processes import THREAD_VARIABLES
-from .protocol import SETTING_KEYS, RunTask
+from taskfarm._boss.local import WorkerProcess
+from taskfarm._boss.tasks import Task
+from taskfarm._common.messages import SETTING_KEYS, RunTask
+from taskfarm._common.processes import THREAD_VARIABLES
 
 if TYPE_CHECKING:
-    from .boss_process import BossLoop
+    from taskfarm._boss.loop import BossLoop
 
 # Prefetch depth (see Launching._learn_duration): queue at most this much work, in
 # seconds at the recent pace, and at most this many tasks, behind a running task.
@@ -136,7 +136,7 @@ def default_native_threads(scheduler: Any) -> None:
     on C CPUs, C // N threads each (at least 1), through the environment the workers
     inherit, so pools are sized right when a task first loads them. A variable the
     user set is left alone; a Worker class's ``threads`` overrides it per task."""
-    from schedulers.cpus import available_cpus
+    from taskfarm._common.system import available_cpus
 
     cpus = available_cpus()
     slots = getattr(scheduler, "max_threads", None) or cpus

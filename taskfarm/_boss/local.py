@@ -9,7 +9,7 @@ can corrupt nothing but its own pipe, and no lock can be left held by a dead pro
 
 Start methods: 'fork' (default) forks from the boss, which is small and
 single-threaded, so forking is safe and takes well under a millisecond; 'spawn'
-starts a fresh interpreter (``python -m taskfarm.worker_process``) for code that must
+starts a fresh interpreter (``python -m taskfarm._common.worker_class_process``) for code that must
 not inherit anything.
 """
 
@@ -20,13 +20,10 @@ import sys
 from collections import deque
 from typing import Any
 
-from . import (
-    worker,  # noqa: F401 - preloaded so forked workers need not import it
-    worker_process,
-)
-from .boss_zygote import Zygote
-from .processes import ExitInfo, flush_std_streams, reap, terminate
-from .protocol import Channel, Outcome, RunTask, Skip
+from taskfarm._boss.zygote import Zygote
+from taskfarm._common.messages import Channel, Outcome, RunTask, Skip
+from taskfarm._common.processes import ExitInfo, flush_std_streams, reap, terminate
+from taskfarm._worker import serve as worker_process
 
 START_METHODS = ("fork", "spawn")
 
@@ -213,6 +210,6 @@ def _spawn(task_r: int, result_w: int) -> int:
     os.set_inheritable(result_w, True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    argv = [sys.executable, "-m", "taskfarm.worker_process", str(task_r), str(result_w),
+    argv = [sys.executable, "-m", "taskfarm._worker", str(task_r), str(result_w),
             str(os.getpid())]
     return os.posix_spawn(sys.executable, argv, env)

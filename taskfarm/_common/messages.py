@@ -113,9 +113,6 @@ class RunTask(NamedTuple):
     payload: bytes | None = None            # the task's non-simple values (see TaskSpec)
 
 
-# Endings a task is retried after when it asks for retries without saying which.
-RETRYABLE = frozenset({"failed", "killed", "timeout"})
-
 # Keys a scheduler may set in an instruction set to ask for process settings; the boss
 # moves them out of the instructions into RunTask.settings (without the prefix).
 SETTING_KEYS = ("taskfarm_cpu", "taskfarm_nice")

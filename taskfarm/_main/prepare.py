@@ -20,13 +20,13 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
+from taskfarm._common.errors import (
     AmbiguousWorkerError,
     InstructionError,
     InstructionTypeError,
     NoMatchingWorkerError,
 )
-from .worker import Attribute, Worker, declared_attributes, registered_workers
+from taskfarm._common.worker_class import Attribute, Worker, declared_attributes, registered_workers
 
 BUILTIN_NUMBERS = ("memory", "expected_time")
 _TEMPLATE = re.compile(r"\[([A-Za-z_][A-Za-z0-9_]*)\]")

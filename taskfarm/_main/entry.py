@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .main_handle import Boss
-from .report import Report
-from .worker import Worker
+from taskfarm._common.worker_class import Worker
+from taskfarm._main.handle import Boss
+from taskfarm._main.report import Report
 
 
 def run_as_server(common_instructions: Mapping[str, Any] | None = None,

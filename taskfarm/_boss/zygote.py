@@ -1,6 +1,6 @@
 """The boss's handle on the zygote processes of isolated mode: start one per Worker
 class, ask it for a worker, learn how each of its workers ended. Runs in the boss
-process; the zygote's own side is :mod:`taskfarm.zygote_process`.
+process; the zygote's own side is :mod:`taskfarm._worker.zygote`.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 import socket
 import traceback
 
-from . import zygote_process
-from .processes import ExitInfo, close_all_but, flush_std_streams, reap
+from taskfarm._common.processes import ExitInfo, close_all_but, flush_std_streams, reap
+from taskfarm._worker import zygote as zygote_process
 
 
 class Zygote:
-    """The boss's handle on one zygote process (see :mod:`taskfarm.zygote_process`):
+    """The boss's handle on one zygote process (see :mod:`taskfarm._worker.zygote`):
     it forks the workers of one isolated class and reports how each ended."""
 
     # A zygote answers in microseconds; one silent this long is taken for broken.

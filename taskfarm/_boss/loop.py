@@ -1,5 +1,5 @@
 """The boss process: the event loop between the main program and the workers. Runs
-in the boss subprocess only (``python -m taskfarm.boss_process``).
+in the boss subprocess only (``python -m taskfarm._boss.loop``).
 
 ::
 
@@ -46,13 +46,12 @@ import time
 import traceback
 from typing import Any
 
-from .boss_dependencies import Dependencies
-from .boss_endings import Endings
-from .boss_launch import Launching, default_native_threads
-from .boss_pool import Pool, WorkerProcess
-from .boss_tasks import Task, TaskBook, TaskState
-from .processes import TERMINATE_GRACE, kill_quietly, oom_kills, unlink_shared
-from .protocol import (
+from taskfarm._boss.dependencies import Dependencies
+from taskfarm._boss.endings import Endings
+from taskfarm._boss.launcher import Launching, default_native_threads
+from taskfarm._boss.local import Pool, WorkerProcess
+from taskfarm._boss.tasks import Task, TaskBook, TaskState
+from taskfarm._common.messages import (
     AddTasks,
     Channel,
     Configure,
@@ -64,6 +63,7 @@ from .protocol import (
     Snapshot,
     WorkerClassSpec,
 )
+from taskfarm._common.processes import TERMINATE_GRACE, kill_quietly, oom_kills, unlink_shared
 
 _READ = select.POLLIN | select.POLLHUP | select.POLLERR
 
@@ -274,7 +274,7 @@ class BossLoop(Launching, Endings):
                 None, info.exitcode, info.signal_name))
             return
         self._finish(current, Outcome(
-            current.tid, "killed", None, None, "taskfarm.errors.WorkerKilledError",
+            current.tid, "killed", None, None, "taskfarm._common.errors.WorkerKilledError",
             f"worker process {proc.pid} {info.describe()} without reporting"
             f"{self._likely_cause(info)}", None,
             proc.pid, current.instructions.get("scheduler_ticket"), current.started,
@@ -356,7 +356,7 @@ class BossLoop(Launching, Endings):
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``python -m taskfarm.boss_process CONTROL_FD REPORT_FD PARENT_PID``."""
+    """Entry point: ``python -m taskfarm._boss.loop CONTROL_FD REPORT_FD PARENT_PID``."""
     control_fd, report_fd, parent_pid = (int(a) for a in argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
     control = Channel(control_fd)
@@ -393,6 +393,3 @@ def main(argv: list[str]) -> int:
             unlink_shared(loop.shared)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -19,7 +19,6 @@ import os
 import pickle
 import resource
 import signal
-import sys
 import time
 import traceback
 from collections import deque
@@ -28,10 +27,15 @@ from typing import Any
 import cloudpickle
 import tblib
 
-from . import protocol
-from .processes import THREAD_VARIABLES, close_all_but, die_with_parent, flush_std_streams
-from .protocol import Channel, Outcome, RunTask, Skip
-from .worker import Worker
+from taskfarm._common import messages as protocol
+from taskfarm._common.messages import Channel, Outcome, RunTask, Skip
+from taskfarm._common.processes import (
+    THREAD_VARIABLES,
+    close_all_but,
+    die_with_parent,
+    flush_std_streams,
+)
+from taskfarm._common.worker_class import Worker
 
 
 class StopRequested(BaseException):
@@ -156,7 +160,7 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     try:
         result_blob = dumps_user(result, buffers)
     except BaseException as exc:
-        return Outcome(msg.tid, "failed", None, None, "taskfarm.errors.RemoteTaskError",
+        return Outcome(msg.tid, "failed", None, None, "taskfarm._common.errors.RemoteTaskError",
                        f"the result ({type(result).__qualname__}) could not be pickled to send "
                        f"it back: {type(exc).__name__}: {exc}",
                        None, state.pid, ticket, started, ended, _peak_rss())
@@ -248,7 +252,7 @@ def run_worker(task_r: int, result_w: int, preloaded: dict[int, type] | None = N
 
 
 def main(argv: list[str]) -> None:
-    """Entry point for the 'spawn' start method: ``python -m taskfarm.worker_process
+    """Entry point for the 'spawn' start method: ``python -m taskfarm._common.worker_class_process
     TASK_FD RESULT_FD BOSS_PID``."""
     task_fd, result_fd, boss_pid = (int(a) for a in argv)
     die_with_parent()
@@ -256,8 +260,3 @@ def main(argv: list[str]) -> None:
         return
     serve(Channel(task_fd), Channel(result_fd))
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()

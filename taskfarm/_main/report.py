@@ -5,38 +5,13 @@ streams to it.
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Report", "ReportStatus", "TaskReport", "TaskStatus"]
+from taskfarm._common.status import ReportStatus, TaskStatus
 
-
-class TaskStatus(enum.StrEnum):
-    """The terminal state of a task; a task has exactly one, and it never changes."""
-
-    DONE = "done"            # task() returned; ``result`` holds its value
-    FAILED = "failed"        # task() raised, or its result could not travel
-    KILLED = "killed"        # its process died without reporting (signal or exit code named)
-    TIMEOUT = "timeout"      # it ran past its time limit
-    CANCELLED = "cancelled"  # stopped on purpose (fail-fast, STOP_RIGHTNOW) before it ended
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class ReportStatus(enum.StrEnum):
-    """Where the whole farm stands when a report is made."""
-
-    INTERIM = "interim"      # the boss is working; more will come
-    PENDING = "pending"      # the boss is halted with work waiting (make_them_work / RESUME)
-    FINISHED = "finished"    # every instruction set given reached a terminal state
-    STOPPED = "stopped"      # ended by STOP, STOP_RIGHTNOW or STOP_LISTENING
-    FAILED = "failed"        # a fail-fast run ended at its first failure
-
-    def __str__(self) -> str:
-        return self.value
+__all__ = ["Report", "TaskReport"]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """How tasks end, in the boss process: an outcome recorded, a task cancelled before or
 while it ran, queued tasks put back, dependents released or cancelled in turn, and a
 SIGKILL blamed on the out-of-memory killer when that is the likely cause. A part of
-:class:`taskfarm.boss_process.BossLoop`, which holds the state these methods share.
+:class:`taskfarm._boss.loop.BossLoop`, which holds the state these methods share.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import pickle
 import time
 from typing import TYPE_CHECKING
 
-from . import protocol
-from .boss_pool import WorkerProcess
-from .boss_tasks import Task, TaskState
-from .processes import ExitInfo, oom_kills
-from .protocol import RETRYABLE, Outcome
+from taskfarm._boss.local import WorkerProcess
+from taskfarm._boss.tasks import Task, TaskState
+from taskfarm._common import messages as protocol
+from taskfarm._common.messages import Outcome
+from taskfarm._common.processes import ExitInfo, oom_kills
+from taskfarm._common.status import RETRYABLE
 
 if TYPE_CHECKING:
-    from .boss_process import BossLoop
+    from taskfarm._boss.loop import BossLoop
 
 
 class Endings:

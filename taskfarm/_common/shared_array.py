@@ -30,7 +30,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .processes import SHM_DIR, SHM_PREFIX, unlink_shared
+from taskfarm._common.processes import SHM_DIR, SHM_PREFIX, unlink_shared
 
 if TYPE_CHECKING:
     pass

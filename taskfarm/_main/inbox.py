@@ -31,10 +31,11 @@ from typing import Any
 
 import tblib
 
-from .errors import BossDiedError, RemoteTaskError, WorkerKilledError
-from .processes import signal_name
-from .protocol import Channel, Goodbye, Outcome, Outcomes, Snapshot
-from .report import TaskReport, TaskStatus
+from taskfarm._common.errors import BossDiedError, RemoteTaskError, WorkerKilledError
+from taskfarm._common.messages import Channel, Goodbye, Outcome, Outcomes, Snapshot
+from taskfarm._common.processes import signal_name
+from taskfarm._common.status import TaskStatus
+from taskfarm._main.report import TaskReport
 
 # How long the receiver thread stays aside after a thread last read for itself.
 READ_LEASE = 0.05
