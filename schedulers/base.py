@@ -38,13 +38,24 @@ launches what every one of them allows (see :class:`AllOf`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-__all__ = ["AllOf", "BaseScheduler", "Launch"]
+__all__ = ["AllOf", "BaseScheduler", "Instructions", "Launch", "RunReport"]
 
 Instructions = dict[str, Any]
-Launch = tuple[Sequence[Instructions], Sequence[Instructions]]
+# (launchable now, not yet launchable); the second may be lazy, never read by the boss.
+Launch = tuple[Sequence[Instructions], Iterable[Instructions]]
+
+
+class RunReport(Protocol):
+    """What ``launchable`` learns of the tasks that ended (bounded, whatever the run's
+    length): ``counts`` per terminal state, and per Worker class name (``by_worker``)
+    how many ended (``count``), their largest peak RSS in bytes (``peak_rss``) and
+    their total run time in seconds (``seconds``)."""
+
+    counts: Mapping[str, int]
+    by_worker: Mapping[str, Mapping[str, float]]
 
 
 class BaseScheduler:
@@ -74,7 +85,7 @@ class BaseScheduler:
         return AllOf(self, other)
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         """Which pending instruction sets may start now (see the module docstring)."""
         raise NotImplementedError(f"{type(self).__name__} must implement launchable()")
 
@@ -97,11 +108,11 @@ class AllOf(BaseScheduler):
             flat.extend(scheduler.schedulers if isinstance(scheduler, AllOf) else [scheduler])
         if not flat:
             raise ValueError("AllOf needs at least one scheduler")
-        self.schedulers = tuple(flat)
+        self.schedulers: tuple[BaseScheduler, ...] = tuple(flat)
         self.prefetch = all(getattr(s, "prefetch", False) for s in flat)
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         chosen: Sequence[Instructions] = pending_instructions
         for scheduler in self.schedulers:
             chosen, _ = scheduler.launchable(chosen, workers, report)
@@ -132,7 +143,7 @@ class _NotChosen:
     def __init__(self, pending: Sequence[Instructions], picked: set[int]) -> None:
         self._pending, self._picked = pending, picked
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Instructions]:
         return (i for i in self._pending if id(i) not in self._picked)
 
     def __len__(self) -> int:

@@ -18,9 +18,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from .base import Instructions, Launch
+from .base import Instructions, Launch, RunReport
 from .threads import Limited, _thread_count
 
 __all__ = ["PoliteScheduler", "system_load"]
@@ -81,7 +80,7 @@ class PoliteScheduler(Limited):
         self._measured_at: float | None = None
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         now = time.monotonic()
         if self._measured_at is None or now - self._measured_at >= self.recheck:
             self._measure(len(workers))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .base import BaseScheduler, Instructions, Launch
+from .base import BaseScheduler, Instructions, Launch, RunReport
 
 __all__ = ["ResourceLockScheduler"]
 
@@ -47,7 +47,7 @@ class ResourceLockScheduler(BaseScheduler):
                                  f"{sorted(self.known)}")
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         held: set[str] = set()
         for running in workers.values():
             held |= self.resources_of(running)

@@ -19,7 +19,7 @@ from typing import Any
 
 from taskfarm._common.system import memory_budget_mib
 
-from .base import Instructions, Launch
+from .base import Instructions, Launch, RunReport
 from .threads import Limited, _thread_count
 
 __all__ = ["LongerFirstScheduler", "MaxMemoryScheduler"]
@@ -62,15 +62,15 @@ class MaxMemoryScheduler(Limited):
         self.window = window
         self._smallest: float | None = None  # the smallest need seen: below it, nothing fits
 
-    def memory_of(self, instructions: Instructions, report: Any) -> float:
+    def memory_of(self, instructions: Instructions, report: RunReport | None) -> float:
         """MiB this task is counted for (see the module docstring)."""
         declared = instructions.get("memory") or 0
         if declared > 0:
             return float(declared)
         if self.learn and report is not None:
-            stats = getattr(report, "by_worker", {}).get(getattr(instructions, "worker", None))
+            stats = report.by_worker.get(getattr(instructions, "worker", ""))
             if stats and stats.get("peak_rss"):
-                return stats["peak_rss"] / _MIB
+                return float(stats["peak_rss"]) / _MIB
         return self.memory_per_task
 
     def check_instructions(self, instructions: Mapping[str, Any]) -> None:
@@ -80,14 +80,14 @@ class MaxMemoryScheduler(Limited):
                              f"budget of {self.max_memory:.0f} MiB")
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         used = sum(self.memory_of(w, report) for w in workers.values())
         chosen = self._fill(itertools.islice(pending_instructions, self.window), used, report)
         if chosen:
             self._give_tickets(chosen, workers)
         return chosen, []
 
-    def _fill(self, candidates: Iterable[Instructions], used: float, report: Any,
+    def _fill(self, candidates: Iterable[Instructions], used: float, report: RunReport | None,
               room: int | None = None) -> list[Instructions]:
         """The candidates that fit, in order, at most ``room`` of them. A scan stops as
         soon as less is free than the smallest need any earlier scan saw: with a full
@@ -124,7 +124,7 @@ class LongerFirstScheduler(MaxMemoryScheduler):
         self.max_threads = _thread_count(max_threads)
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         room = self.max_threads - len(workers)
         if room <= 0:
             return [], pending_instructions

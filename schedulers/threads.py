@@ -5,11 +5,10 @@ tickets, CPU binding and niceness."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from taskfarm._common.system import available_cpus, packed_cpus
 
-from .base import BaseScheduler, Instructions, Launch
+from .base import BaseScheduler, Instructions, Launch, RunReport
 
 __all__ = ["LaxistScheduler", "MaxThreadsScheduler"]
 
@@ -72,7 +71,7 @@ class MaxThreadsScheduler(Limited):
         self.max_threads = _thread_count(max_threads)
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         return self._take(pending_instructions, workers, self.max_threads - len(workers))
 
 
@@ -82,7 +81,7 @@ class LaxistScheduler(BaseScheduler):
     tasks; with thousands of pending tasks it starts thousands of processes."""
 
     def launchable(self, pending_instructions: Sequence[Instructions],
-                   workers: Mapping[str, Instructions], report: Any) -> Launch:
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
         return list(pending_instructions), []
 
 

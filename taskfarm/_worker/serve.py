@@ -78,7 +78,12 @@ class _State:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.classes: dict[int, type] = {}
+        self.classes: dict[int, type[Worker]] = {}
+        # Blobs received but not yet unpickled: the boss sends each once per process, so
+        # a blob whose unpickling failed stays here and is tried again by the next task
+        # that needs it (that task fails in turn if it fails again), instead of leaving
+        # later tasks to a missing entry.
+        self.blobs: dict[tuple[str, int], bytes] = {}
         self.set_up: set[int] = set()
         self.commons: dict[int, dict[str, Any]] = {}
         self.cpu: int | None = None
@@ -126,11 +131,15 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
             state.threads = wanted
         for batch in msg.forget:
             state.commons.pop(batch, None)
+            state.blobs.pop(("common", batch), None)
         if msg.class_blob is not None:
-            state.classes[msg.class_key] = pickle.loads(msg.class_blob)
+            state.blobs["class", msg.class_key] = msg.class_blob
         if msg.common_blob is not None:
-            state.commons[msg.batch_id] = pickle.loads(msg.common_blob)
-        cls = state.classes[msg.class_key]
+            state.blobs["common", msg.batch_id] = msg.common_blob
+        cls = state.classes.get(msg.class_key) or _load(state.classes, state.blobs, "class",
+                                                        msg.class_key)
+        if msg.batch_id not in state.commons:
+            _load(state.commons, state.blobs, "common", msg.batch_id)
         if msg.class_key not in state.set_up:
             cls.setup_process()
             state.set_up.add(msg.class_key)
@@ -168,6 +177,15 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
                    state.pid, ticket, started, ended, _peak_rss(), None, None, state.cpu,
                    (), tuple(buffers) if buffers else ())
+
+
+def _load(into: dict[int, Any], blobs: dict[tuple[str, int], bytes], kind: str,
+          key: int) -> Any:
+    """Unpickle a class or common instructions received earlier; the blob is dropped
+    only once that succeeded."""
+    value = into[key] = pickle.loads(blobs[kind, key])
+    del blobs[kind, key]
+    return value
 
 
 def _failure(state: _State, tid: int, ticket: int | None, started: float,
