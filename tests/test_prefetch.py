@@ -4,14 +4,13 @@ leave every task run exactly once."""
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 from workers import Journal
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
-from taskfarm._boss.launcher import MAX_DEPTH, QUEUE_SECONDS, Launching
+from taskfarm._boss.prefetch import MAX_DEPTH, QUEUE_SECONDS, Prefetch
 
 TASKS = 5000
 
@@ -57,11 +56,11 @@ def test_stop_reports_taken_back_tasks_as_pending(tmp_path: Path) -> None:
 
 
 def test_queue_depth_follows_the_pace_of_tasks() -> None:
-    boss = types.SimpleNamespace(mean_duration=float("inf"), depth=1)
+    prefetch = Prefetch(enabled=True)
 
     def learn(seconds: float) -> int:
-        Launching._learn_duration(boss, seconds)  # type: ignore[arg-type]
-        return boss.depth
+        prefetch.learn(seconds)
+        return prefetch.depth
 
     assert learn(1.0) == 1                         # long tasks: one queued at a time
     depths = [learn(10e-6) for _ in range(400)]    # tiny ones: deeper, up to the cap

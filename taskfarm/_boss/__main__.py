@@ -1,8 +1,64 @@
 """Entry point of the boss process: ``python -m taskfarm._boss CONTROL_FD REPORT_FD
-PARENT_PID`` (started by :class:`taskfarm.Boss`, never by hand)."""
+PARENT_PID`` (started by :class:`taskfarm.Boss`, never by hand). Reads the
+configuration, runs the loop (:mod:`taskfarm._boss.loop`), says goodbye, and releases
+every worker, whatever happened.
+"""
 
+from __future__ import annotations
+
+import os
+import signal
 import sys
+import traceback
 
-from taskfarm._boss.loop import main
+from taskfarm._boss.launcher import default_native_threads
+from taskfarm._boss.loop import BossLoop, ParentGone
+from taskfarm._common.messages import Configure, Goodbye
+from taskfarm._common.processes import unlink_shared
+from taskfarm._common.status import ReportStatus
+from taskfarm._common.wire import Channel, unexpected
 
-sys.exit(main(sys.argv[1:]))
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``python -m taskfarm._boss CONTROL_FD REPORT_FD PARENT_PID``."""
+    control_fd, report_fd, parent_pid = (int(a) for a in argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
+    control = Channel(control_fd)
+    reports = Channel(report_fd)
+    try:
+        parent_fd = os.pidfd_open(parent_pid)
+    except ProcessLookupError:
+        return 0
+    if os.getppid() != parent_pid:
+        return 0
+    try:
+        config = control.recv()
+    except (EOFError, OSError):
+        return 0
+    if not isinstance(config, Configure):
+        raise unexpected(config, "the boss (first message)")
+    sys.path[:] = config.sys_path
+    loop = BossLoop(control, reports, parent_fd, config)
+    default_native_threads(loop.scheduler)
+    linger = parent_gone = False
+    try:
+        goodbye = loop.run()
+        linger = goodbye.reason.startswith("STOP_LISTENING")
+        loop.send(goodbye)
+    except ParentGone:
+        parent_gone = True
+    except BaseException:
+        text = traceback.format_exc()
+        try:
+            loop.send(Goodbye(ReportStatus.FAILED.value, f"the boss crashed:\n{text}", ()))
+        except BaseException:
+            print(text, file=sys.stderr)
+    finally:
+        loop.backend.shutdown(linger)
+        if parent_gone:  # nobody else is left to remove them
+            unlink_shared(loop.shared)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,16 +1,18 @@
-"""Worker process mechanics in the boss process: start a worker process, give it a
-task, read its outcome, retire it, stop them all. Knows pipes, pidfds and signals;
-knows nothing of schedulers or error policy.
+"""The local backend, in the boss process: tasks run in worker processes on this
+machine. Starts a worker process, gives it tasks, reads its messages, retires it,
+stops it. Knows pipes, pidfds and signals; knows nothing of schedulers or error
+policy (see :mod:`taskfarm._boss.backend` for the interface the loop drives).
 
-Each worker process has two pipes of its own (tasks in, outcomes out) and a pidfd,
+Each worker process has two pipes of its own (tasks in, messages out) and a pidfd,
 which becomes readable the instant the process ends: that is its sentinel. Pipes per
 process, rather than one shared queue, mean a worker killed in the middle of a write
 can corrupt nothing but its own pipe, and no lock can be left held by a dead process.
 
 Start methods: 'fork' (default) forks from the boss, which is small and
 single-threaded, so forking is safe and takes well under a millisecond; 'spawn'
-starts a fresh interpreter (``python -m taskfarm._common.worker_class_process``) for code that must
-not inherit anything.
+starts a fresh interpreter (``python -m taskfarm._worker``) for code that must not
+inherit anything. Isolated tasks of a class come from that class's zygote
+(:mod:`taskfarm._boss.zygote`) when it can make them.
 """
 
 from __future__ import annotations
@@ -18,21 +20,32 @@ from __future__ import annotations
 import os
 import sys
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Iterator
 
+from taskfarm._boss.backend import BackendEvents, Doom, Watcher
+from taskfarm._boss.deadlines import Deadlines
+from taskfarm._boss.tasks import Task
 from taskfarm._boss.zygote import Zygote
-from taskfarm._common.messages import Channel, Outcome, RunTask, Skip
-from taskfarm._common.processes import ExitInfo, flush_std_streams, reap, terminate
+from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
+from taskfarm._common.messages import Outcome, RunTask, Skip, Skipped, WorkerClassSpec
+from taskfarm._common.processes import (
+    ExitInfo,
+    begin_termination,
+    flush_std_streams,
+    reap,
+    terminate,
+)
+from taskfarm._common.wire import Channel, unexpected
 from taskfarm._worker import serve as worker_process
 
 START_METHODS = ("fork", "spawn")
 
 
 class WorkerProcess:
-    """The boss's handle on one worker process."""
+    """The boss's handle on one worker process (a :class:`~taskfarm._boss.backend.Slot`)."""
 
-    __slots__ = ("classes", "commons", "doomed_by", "isolated", "outgoing", "pid", "pidfd",
-                 "result_conn", "task_conn", "tasks", "watched", "zygote")
+    __slots__ = ("classes", "commons", "doom", "isolated", "outgoing", "pid", "pidfd",
+                 "result_conn", "task_conn", "tasks", "zygote")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
                  isolated: bool) -> None:
@@ -41,97 +54,153 @@ class WorkerProcess:
         self.task_conn: Channel | None = task_conn
         self.result_conn: Channel | None = result_conn
         self.isolated = isolated
-        self.classes: set[int] = set()     # Worker classes this process holds
-        self.commons: set[int] = set()     # common-instruction batches it holds
-        # The Task it runs first, then those queued behind it (prefetch), in order.
-        self.tasks: deque[Any] = deque()
-        self.outgoing: list[RunTask] = []  # tasks given, written in one go by send()
-        self.watched = (result_conn.fileno(), pidfd)   # what the boss polls for it
-        self.doomed_by: int | None = None  # the task whose timeout is stopping this process
+        self.classes: set[int] = set()
+        self.commons: set[int] = set()
+        self.tasks: deque[Task] = deque()
+        self.outgoing: list[RunTask | Skip] = []  # written in one go by flush()
+        self.doom: Doom | None = None
         self.zygote: Zygote | None = None   # its parent, when not the boss (isolated mode)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} tasks={[t.tid for t in self.tasks]}>"
 
 
-class Pool:
-    """The boss's worker processes: the idle ones wait for work in ``idle``."""
+class LocalBackend:
+    """Worker processes on this machine; idle pool processes wait in ``_idle``."""
 
-    def __init__(self, start_method: str = "fork") -> None:
+    def __init__(self, start_method: str, watcher: Watcher, events: BackendEvents,
+                 deadlines: Deadlines) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
         self.start_method = start_method
+        self._watcher, self._events, self._deadlines = watcher, events, deadlines
         self.procs: dict[int, WorkerProcess] = {}   # pid -> process
-        self.idle: list[WorkerProcess] = []
+        self._by_fd: dict[int, WorkerProcess] = {}  # its result pipe and pidfd -> process
+        self._idle: list[WorkerProcess] = []
+        self._unsent: list[WorkerProcess] = []      # processes with something to write
         # Isolated mode: class key -> its zygote, or None where the boss forks itself.
-        self.zygotes: dict[int, Zygote | None] = {}
-        self.broken: list[Zygote] = []  # zygotes that failed: closed at the end
+        self._zygotes: dict[int, Zygote | None] = {}
+        self._broken: list[Zygote] = []  # zygotes that failed: closed at the end
 
-    def spawn(self, isolated: bool, class_key: int | None = None,
-              class_blob: bytes | None = None) -> WorkerProcess:
-        """Start one worker process, waiting for its first task. An isolated one of a
-        known class comes from that class's zygote when it can."""
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        zygote = None
-        try:
-            pid = 0
-            if isolated and class_blob is not None and self.start_method == "fork":
-                zygote, pid = self._from_zygote(class_key, class_blob, task_r, result_w)
-            if not pid:
-                pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
-        finally:
-            os.close(task_r)
-            os.close(result_w)
-        proc = WorkerProcess(pid, os.pidfd_open(pid), Channel(task_w), Channel(result_r),
-                             isolated)
-        if pid and zygote is not None:
-            proc.zygote = zygote
-            proc.classes.add(class_key)  # loaded by the zygote: no need to send it
-        self.procs[pid] = proc
+    # ---- the Backend interface ----------------------------------------------------------
+
+    def acquire(self, spec: WorkerClassSpec, isolated: bool) -> WorkerProcess:
+        if not isolated and self._idle:
+            return self._idle.pop()
+        proc = self._spawn(isolated, spec)
+        assert proc.result_conn is not None
+        for fd, handler in ((proc.result_conn.fileno(), self._readable),
+                            (proc.pidfd, self._ended)):
+            self._watcher.watch(fd, handler)
+            self._by_fd[fd] = proc
         return proc
 
-    def take_idle(self, isolated: bool, class_key: int | None = None,
-                  class_blob: bytes | None = None) -> WorkerProcess:
-        """An idle pool process, or a new one (always new for an isolated task)."""
-        if not isolated and self.idle:
-            return self.idle.pop()
-        return self.spawn(isolated, class_key, class_blob)
+    def give(self, slot: WorkerProcess, msg: RunTask) -> None:
+        self._queue(slot, msg)
+        slot.classes.add(msg.class_key)
+        slot.commons.add(msg.batch_id)
+        slot.commons.difference_update(msg.forget)
 
-    def _from_zygote(self, class_key: int, class_blob: bytes, task_r: int,
-                     result_w: int) -> tuple[Zygote | None, int]:
-        """A worker forked by the class's zygote (started on first use), and that
-        zygote; pid 0 when the class has no usable zygote: the boss forks itself."""
-        zygote = self.zygotes.get(class_key, ...)
-        if zygote is ...:
-            zygote = self.zygotes[class_key] = Zygote.start(class_key, class_blob)
-        if zygote is None:
-            return None, 0
-        pid = zygote.fork(task_r, result_w)
-        if not pid:  # the zygote is gone or failed: fork from here from now on
-            self.zygotes[class_key] = None
-            self.broken.append(zygote)
-        return zygote, pid
+    def flush(self) -> None:
+        for proc in self._unsent:
+            self._write(proc)
+        self._unsent.clear()
 
-    def close_zygotes(self) -> None:
-        """End every zygote (at the boss's exit, once its workers are reaped)."""
-        for zygote in [*self.zygotes.values(), *self.broken]:
+    def take_back(self, slot: WorkerProcess, tid: int) -> None:
+        self._queue(slot, Skip(tid))  # after the task it names, in the same write
+
+    def drain(self, slot: WorkerProcess) -> None:
+        conn = slot.result_conn
+        msgs: list[Outcome | Skipped] = []
+        try:
+            while conn is not None and conn.poll():
+                msgs.append(self._checked(conn.recv()))
+        except (EOFError, OSError):
+            pass
+        if msgs:
+            self._events.on_messages(slot, msgs)
+
+    def idle(self, slot: WorkerProcess) -> None:
+        if slot.isolated:
+            self._retire(slot)
+        elif slot.task_conn is not None and slot.doom is None and slot not in self._idle:
+            self._idle.append(slot)
+
+    def stop(self, slot: WorkerProcess) -> None:
+        if slot in self._idle:
+            self._idle.remove(slot)
+
+        def later(delay: float, kill: Callable[[], None]) -> None:
+            self._deadlines.after(delay, lambda: kill() if slot.pid in self.procs else None)
+
+        begin_termination(slot.pid, slot.pidfd, later)
+
+    def slots(self) -> Iterator[WorkerProcess]:
+        return iter(list(self.procs.values()))
+
+    def shutdown(self, linger: bool) -> None:
+        busy = [p for p in self.procs.values() if p.tasks]
+        for proc in list(self.procs.values()):
+            self._retire(proc)
+        if not linger and busy:
+            terminate([(p.pid, p.pidfd) for p in busy],  # a zygote reaps its own
+                      reapers={p.pid: p.zygote.exit_info for p in busy if p.zygote})
+            for proc in busy:
+                self._discard(proc)
+        elif linger:
+            for proc in busy:  # a result that nobody reads must not block its writer
+                if proc.result_conn is not None:
+                    proc.result_conn.close()
+                    proc.result_conn = None
+        for proc in list(self.procs.values()):
+            self._reap(proc)  # blocks until each retired process has exited
+        for zygote in [*self._zygotes.values(), *self._broken]:
             if zygote is not None:
                 zygote.close()
-        self.zygotes.clear()
-        self.broken.clear()
+        self._zygotes.clear()
+        self._broken.clear()
 
-    def dispatch(self, proc: WorkerProcess, msg: RunTask) -> None:
-        """Give a task to a process; it is written with the others given since, by
-        :meth:`send`, in one write."""
+    # ---- events -------------------------------------------------------------------------
+
+    def _readable(self, fd: int) -> None:
+        proc = self._owner(fd)
+        conn = proc.result_conn
+        assert conn is not None
+        msgs: list[Outcome | Skipped] = []
+        try:
+            # Several messages may come in one read; poll() cannot see those buffered.
+            msgs.append(self._checked(conn.recv()))
+            while conn.buffered:
+                msgs.append(self._checked(conn.recv()))
+        except (EOFError, OSError):   # EOF: the pidfd will tell how it ended
+            self._watcher.unwatch(fd)
+        if msgs:
+            self._events.on_messages(proc, msgs)
+
+    def _ended(self, fd: int) -> None:
+        proc = self._owner(fd)
+        self.drain(proc)
+        self._events.on_exit(proc, self._reap(proc))
+
+    def _owner(self, fd: int) -> WorkerProcess:
+        return self._by_fd[fd]
+
+    @staticmethod
+    def _checked(msg: object) -> Outcome | Skipped:
+        if not isinstance(msg, (Outcome, Skipped)):
+            raise unexpected(msg, "the boss (from a worker)")
+        return msg
+
+    # ---- mechanics ----------------------------------------------------------------------
+
+    def _queue(self, proc: WorkerProcess, msg: RunTask | Skip) -> None:
+        if not proc.outgoing:
+            self._unsent.append(proc)
         proc.outgoing.append(msg)
-        proc.classes.add(msg.class_key)
-        proc.commons.add(msg.batch_id)
-        proc.commons.difference_update(msg.forget)
 
-    def send(self, proc: WorkerProcess) -> None:
-        """Write the tasks given to a process since the last call. A process already
-        gone is left to its sentinel, which says how it ended."""
+    def _write(self, proc: WorkerProcess) -> None:
+        """Write what was given to a process. One already gone is left to its
+        sentinel, which says how it ended."""
         msgs, proc.outgoing = proc.outgoing, []
         if msgs and proc.task_conn is not None:
             try:
@@ -139,61 +208,74 @@ class Pool:
             except OSError:
                 pass
 
-    def skip(self, proc: WorkerProcess, tid: int) -> None:
-        """Ask a process not to start a task queued in its pipe, if it has not yet."""
-        self.send(proc)  # a Skip must follow the task it names
-        try:
-            proc.task_conn.send(Skip(tid))
-        except OSError:
-            pass
-
-    def receive(self, proc: WorkerProcess) -> Outcome | None:
-        """One outcome from a process whose result pipe is readable; None at EOF."""
-        try:
-            return proc.result_conn.recv()
-        except (EOFError, OSError):
-            return None
-
-    def drain(self, proc: WorkerProcess) -> Outcome | None:
-        """An outcome the process wrote before it ended, if any."""
-        conn = proc.result_conn
-        try:
-            if conn is not None and conn.poll():
-                return conn.recv()
-        except (EOFError, OSError):
-            pass
-        return None
-
-    def release(self, proc: WorkerProcess) -> None:
-        """Ask a process to exit once it is idle: it sees EOF on its task pipe."""
-        if proc in self.idle:
-            self.idle.remove(proc)
-        self.send(proc)
+    def _retire(self, proc: WorkerProcess) -> None:
+        """Ask a process to exit once idle: it sees EOF on its task pipe."""
+        if proc in self._idle:
+            self._idle.remove(proc)
+        self._write(proc)
         if proc.task_conn is not None:
             proc.task_conn.close()
             proc.task_conn = None
 
-    def forget(self, proc: WorkerProcess) -> ExitInfo:
-        """A process whose sentinel fired: reap it and close its descriptors."""
+    def _reap(self, proc: WorkerProcess) -> ExitInfo:
+        """A process that ended (or is ending): collect its status, close its
+        descriptors, forget it."""
         info = proc.zygote.exit_info(proc.pid) if proc.zygote else reap(proc.pid)
-        self.discard(proc)
+        self._discard(proc)
         return info or ExitInfo(None, None)
 
-    def discard(self, proc: WorkerProcess) -> None:
-        """Close the descriptors of a process already reaped and drop it."""
-        self.procs.pop(proc.pid, None)
-        if proc in self.idle:
-            self.idle.remove(proc)
+    def _discard(self, proc: WorkerProcess) -> None:
+        if self.procs.pop(proc.pid, None) is None:
+            return
+        if proc in self._idle:
+            self._idle.remove(proc)
+        for fd in [fd for fd, owner in self._by_fd.items() if owner is proc]:
+            self._watcher.unwatch(fd)
+            del self._by_fd[fd]
         for conn in (proc.task_conn, proc.result_conn):
             if conn is not None:
                 conn.close()
         proc.task_conn = proc.result_conn = None
         os.close(proc.pidfd)
 
-    def stop(self, procs: list[WorkerProcess]) -> dict[int, ExitInfo]:
-        """Terminate the given processes (SIGTERM, grace, SIGKILL) and reap them."""
-        return terminate([(p.pid, p.pidfd) for p in procs],  # a zygote reaps its own
-                         reapers={p.pid: p.zygote.exit_info for p in procs if p.zygote})
+    def _spawn(self, isolated: bool, spec: WorkerClassSpec) -> WorkerProcess:
+        """Start one worker process, waiting for its first task. An isolated one comes
+        from its class's zygote when it can."""
+        task_r, task_w = os.pipe()
+        result_r, result_w = os.pipe()
+        zygote = None
+        try:
+            pid = 0
+            if isolated and self.start_method == "fork":
+                zygote, pid = self._from_zygote(spec, task_r, result_w)
+            if not pid:
+                pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
+        finally:
+            os.close(task_r)
+            os.close(result_w)
+        proc = WorkerProcess(pid, os.pidfd_open(pid), Channel(task_w), Channel(result_r),
+                             isolated)
+        if zygote is not None:
+            proc.zygote = zygote
+            proc.classes.add(spec.key)  # loaded by the zygote: no need to send it
+        self.procs[pid] = proc
+        return proc
+
+    def _from_zygote(self, spec: WorkerClassSpec, task_r: int,
+                     result_w: int) -> tuple[Zygote | None, int]:
+        """A worker forked by the class's zygote (started on first use), and that
+        zygote; pid 0 when the class has no usable zygote: the boss forks itself."""
+        if spec.key not in self._zygotes:
+            self._zygotes[spec.key] = Zygote.start(spec.key, spec.blob)
+        zygote = self._zygotes[spec.key]
+        if zygote is None:
+            return None, 0
+        pid = zygote.fork(task_r, result_w)
+        if not pid:  # the zygote is gone or failed: fork from here from now on
+            self._zygotes[spec.key] = None
+            self._broken.append(zygote)
+            return None, 0
+        return zygote, pid
 
 
 def _fork(task_r: int, result_w: int) -> int:

@@ -1,7 +1,12 @@
 """Process mechanics shared by the main program and the boss: starting a child that
 dies with its parent, naming how a process ended, and the one termination policy
-(SIGTERM, wait, SIGKILL, reap) with its timing constants. Knows nothing of tasks or
-schedulers.
+(SIGTERM, a grace period, SIGKILL, reap) with its timing constants. Knows nothing of
+tasks or schedulers.
+
+The termination policy has two forms over the same steps and constants:
+:func:`begin_termination` for the boss loop, which must never block (SIGTERM now,
+SIGKILL scheduled, the reaping left to the process's sentinel), and :func:`terminate`
+for the exit paths, where waiting is the point.
 """
 
 from __future__ import annotations
@@ -133,6 +138,24 @@ def kill_quietly(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def begin_termination(pid: int, pidfd: int,
+                      later: Callable[[float, Callable[[], None]], object]) -> None:
+    """Start stopping a child without blocking: SIGTERM now (a task may catch it to
+    clean up), and ``later(TERMINATE_GRACE, kill)`` schedules the SIGKILL for one
+    that is still there then. The pidfd makes that SIGKILL safe against pid reuse;
+    the caller reaps the child when its sentinel fires, and must leave the pidfd open
+    until then."""
+    kill_quietly(pid, signal.SIGTERM)
+
+    def kill() -> None:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass  # gone (or reaped and its pidfd closed) already
+
+    later(TERMINATE_GRACE, kill)  # the caller drops it once the child is reaped
 
 
 def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE,

@@ -29,16 +29,15 @@ from taskfarm._common.errors import (
 )
 from taskfarm._common.messages import (
     AddTasks,
-    Channel,
     Configure,
     Control,
     Signal,
     TaskSpec,
     WorkerClassSpec,
-    dumps,
 )
 from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.shared_array import shared_in
+from taskfarm._common.wire import Channel, dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main.dependencies import resolve_dependencies
 from taskfarm._main.inbox import Inbox, TaskRecord

@@ -32,9 +32,10 @@ from typing import Any
 import tblib
 
 from taskfarm._common.errors import BossDiedError, RemoteTaskError, WorkerKilledError
-from taskfarm._common.messages import Channel, Goodbye, Outcome, Outcomes, Snapshot
+from taskfarm._common.messages import Goodbye, Outcome, Outcomes, Snapshot
 from taskfarm._common.processes import signal_name
 from taskfarm._common.status import TaskStatus
+from taskfarm._common.wire import Channel, unexpected
 from taskfarm._main.report import TaskReport
 
 # How long the receiver thread stays aside after a thread last read for itself.
@@ -207,6 +208,8 @@ class Inbox:
                 self.cond.notify_all()
             with self.park:  # the receiver may be aside: let it end now
                 self.park.notify_all()
+        else:
+            raise unexpected(msg, "the main program")
 
     def _gone(self) -> None:
         """The pipe reached its end without a goodbye: the boss died."""

@@ -27,14 +27,14 @@ from typing import Any
 import cloudpickle
 import tblib
 
-from taskfarm._common import messages as protocol
-from taskfarm._common.messages import Channel, Outcome, RunTask, Skip
+from taskfarm._common.messages import Outcome, RunTask, Skip, Skipped
 from taskfarm._common.processes import (
     THREAD_VARIABLES,
     close_all_but,
     die_with_parent,
     flush_std_streams,
 )
+from taskfarm._common.wire import Channel, blob, unexpected
 from taskfarm._common.worker_class import Worker
 
 
@@ -169,14 +169,15 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
     try:
         result_blob = dumps_user(result, buffers)
     except BaseException as exc:
-        return Outcome(msg.tid, "failed", None, None, "taskfarm._common.errors.RemoteTaskError",
-                       f"the result ({type(result).__qualname__}) could not be pickled to send "
-                       f"it back: {type(exc).__name__}: {exc}",
-                       None, state.pid, ticket, started, ended, _peak_rss())
-    # Positional: this runs once per task, and keywords cost more.
-    return Outcome(msg.tid, "done", protocol.blob(result_blob), None, None, None, None,
-                   state.pid, ticket, started, ended, _peak_rss(), None, None, state.cpu,
-                   (), tuple(buffers) if buffers else ())
+        return Outcome.failed(
+            msg.tid, error_type="taskfarm.RemoteTaskError",
+            error_text=f"the result ({type(result).__qualname__}) could not be pickled to "
+                       f"send it back: {type(exc).__name__}: {exc}",
+            pid=state.pid, ticket=ticket, started=started, ended=ended, peak_rss=_peak_rss(),
+            cpu=state.cpu)
+    return Outcome.done(msg.tid, blob(result_blob), tuple(buffers) if buffers else (),
+                        pid=state.pid, ticket=ticket, started=started, ended=ended,
+                        peak_rss=_peak_rss(), cpu=state.cpu)
 
 
 def _load(into: dict[int, Any], blobs: dict[tuple[str, int], bytes], kind: str,
@@ -202,8 +203,9 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
         pickle.loads(error_blob)  # an exception whose constructor takes odd arguments fails here
     except BaseException:
         error_blob = None
-    return Outcome(tid, "failed", None, error_blob, type_name, message, text,
-                   state.pid, ticket, started, ended, _peak_rss(), cpu=state.cpu)
+    return Outcome.failed(tid, error_type=type_name, error_text=message, traceback=text,
+                          error_blob=error_blob, pid=state.pid, ticket=ticket,
+                          started=started, ended=ended, peak_rss=_peak_rss(), cpu=state.cpu)
 
 
 def serve(task_conn: Channel, result_conn: Channel,
@@ -229,20 +231,24 @@ def serve(task_conn: Channel, result_conn: Channel,
             msg = ahead.popleft() if ahead else recv()
             if isinstance(msg, Skip):
                 continue  # for a task that already ran: too late
+            if not isinstance(msg, RunTask):
+                raise unexpected(msg, "a worker process")
             while readable():
                 more = recv()
-                if not isinstance(more, Skip):
+                if isinstance(more, RunTask):
                     ahead.append(more)
+                elif not isinstance(more, Skip):
+                    raise unexpected(more, "a worker process")
                 elif more.tid == msg.tid or any(t.tid == more.tid for t in ahead):
                     skipped.add(more.tid)
         except (EOFError, OSError):
             return
         except StopRequested:  # stopped while idle
             _end_by_sigterm()
+        outcome: Outcome | Skipped
         if msg.tid in skipped:
             skipped.discard(msg.tid)
-            outcome = Outcome(msg.tid, "skipped", None, None, None, None, None, state.pid,
-                              None, None, time.time(), None)
+            outcome = Skipped(msg.tid)
         else:
             outcome = run_task(state, msg)
         try:
