@@ -66,7 +66,8 @@ class Boss(Reporting):
             record every failure).
         isolated: run every task in a fresh process (also settable per Worker class).
         start_method: ``"fork"`` (worker processes forked from the small boss) or
-            ``"spawn"`` (fresh interpreters).
+            ``"spawn"`` (fresh interpreters). Default: the ``TASKFARM_START_METHOD``
+            environment variable if set, else ``"fork"``.
         workers: restrict matching to these Worker classes (default: every Worker
             subclass defined).
         timeout, retries, retry_on, retry_memory: per-task policies for the whole run,
@@ -80,13 +81,15 @@ class Boss(Reporting):
 
     def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
                  on_error: Literal["raise", "continue"] = "raise", isolated: bool = False,
-                 start_method: str = "fork",
+                 start_method: str | None = None,
                  workers: Sequence[type[Worker] | str] | None = None,
                  timeout: float | None = None, retries: int = 0,
                  retry_on: Sequence[str] | None = None, retry_memory: float = 1.0,
                  keep_reports: bool = True) -> None:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
+        if start_method is None:
+            start_method = os.environ.get("TASKFARM_START_METHOD") or "fork"
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
         if scheduler is None:
