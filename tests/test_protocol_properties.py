@@ -60,7 +60,7 @@ class ControlProtocol(RuleBasedStateMachine):
 
     @invariant()
     def reports_are_never_duplicated(self) -> None:
-        names = [t.name for t in self.boss._inbox.reports]
+        names = [t.name for t in self.boss._ledger.reports]
         assert len(names) == len(set(names))
 
     def _check_accounting(self, report: taskfarm.Report, final: bool) -> None:

@@ -8,12 +8,14 @@ instructions to the end, prints the per-task report and returns it; on a failure
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from taskfarm._common.errors import BossDiedError
 from taskfarm._common.worker_class import Worker
 from taskfarm._main.handle import Boss
 from taskfarm._main.report import Report
@@ -63,9 +65,10 @@ def batch_main(common_instructions: Mapping[str, Any] | None = None,
             report = boss.wait_till_finished()
         except BaseException:
             boss.close()
-            if print_report is not None and boss.finished and boss._inbox.died is None:
-                print_report(boss.get_report(interim=False).format())
-                sys.stdout.flush()
+            if print_report is not None and boss.finished:
+                with contextlib.suppress(BossDiedError):  # a dead boss has no report
+                    print_report(boss.get_report(interim=False).format())
+                    sys.stdout.flush()
             raise
         finally:
             boss.close()

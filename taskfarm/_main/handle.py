@@ -11,45 +11,36 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import pickle
 import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import cloudpickle
 
 from schedulers import BaseScheduler, MaxThreadsScheduler
 from taskfarm._boss.local import START_METHODS
-from taskfarm._common.errors import (
-    BossStateError,
-    InstructionError,
-)
-from taskfarm._common.messages import (
-    AddTasks,
-    Configure,
-    Control,
-    Signal,
-    TaskSpec,
-    WorkerClassSpec,
-)
+from taskfarm._common.errors import BossStateError, InstructionError
+from taskfarm._common.messages import Configure, Control, Signal
 from taskfarm._common.processes import BOSS_EXIT_WAIT
-from taskfarm._common.shared_array import shared_in
-from taskfarm._common.wire import Channel, dumps
+from taskfarm._common.shared_array import SharedArray
+from taskfarm._common.wire import Channel, Message, dumps
 from taskfarm._common.worker_class import Worker
-from taskfarm._main.dependencies import resolve_dependencies
-from taskfarm._main.inbox import Inbox, TaskRecord
-from taskfarm._main.policies import check_policies, resolve_policies, worker_threads
-from taskfarm._main.prepare import PreparedBatch, prepare, resolve_worker, split_simple
-from taskfarm._main.reports import Reporting
+from taskfarm._main.batch import Rules, prepare_batch
+from taskfarm._main.events import EventKind, EventStream, TaskEvent
+from taskfarm._main.inbox import Inbox
+from taskfarm._main.ledger import Ledger
+from taskfarm._main.policies import check_policies
+from taskfarm._main.prepare import resolve_worker
+from taskfarm._main.report import Report, TaskReport
+from taskfarm._main.reports import Reports
 
-_CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
 _COUNTER = itertools.count(1)
 
 
-class Boss(Reporting):
+class Boss:
     """A farm: a boss subprocess and its worker processes.
 
     The boss starts halted: it accepts instructions but launches nothing until
@@ -79,7 +70,8 @@ class Boss(Reporting):
             again, and ``after`` can no longer name it), so memory stays flat.
     """
 
-    def __init__(self, scheduler: Any = None, name: str | None = None, verbose: bool = False,
+    def __init__(self, scheduler: BaseScheduler | None = None, name: str | None = None,
+                 verbose: bool = False,
                  on_error: Literal["raise", "continue"] = "raise", isolated: bool = False,
                  start_method: str | None = None,
                  workers: Sequence[type[Worker] | str] | None = None,
@@ -113,16 +105,18 @@ class Boss(Reporting):
         self._check = (scheduler.check_instructions
                        if checks not in (None, BaseScheduler.check_instructions) else None)
         self.on_error = on_error
-        self._candidates = [resolve_worker(w) for w in workers] if workers is not None else None
-        self._records: dict[int, TaskRecord] = {}
-        self._names: dict[str, int] = {}   # task name -> task id
-        self._class_keys: dict[type[Worker], int] = {}
-        self._next_tid = 0
+        candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
+        self._rules = Rules(candidates, self._policies, self._check, repr(scheduler))
+        self._ledger = Ledger(keep_reports)
+        self._events = EventStream()
+        self._events.subscribe(self._ledger)
+        self._class_keys: Mapping[type[Worker], int] = {}
         self._next_batch = 0
         self._seq = itertools.count(1)
-        self._consumed = 0       # reports already yielded by as_completed()
-        self._keep_reports = keep_reports
-        self._send_lock = threading.Lock()
+        # Held while a set_instructions call prepares and sends: calls from several
+        # threads are taken one at a time, each whole.
+        self._give_lock = threading.Lock()
+        self._send_lock = threading.Lock()   # one frame at a time on the control pipe
         self._halted = True
         self._ended = False      # END sent (or a stop): no more instructions
         self._deaf = False       # make_them_work(stop_listening=True): no more signals
@@ -140,12 +134,13 @@ class Boss(Reporting):
             os.close(control_r)
             os.close(report_w)
         self._control = Channel(control_w)
-        self._inbox = Inbox(Channel(report_r), self._proc, self._records, keep_reports)
+        self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
+        self._reports = Reports(self.name, self._ledger, self._inbox)
         self._inbox.thread.start()
         self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
                              verbose, self.name))
         # SharedArrays given to this farm: kept alive (and mapped) until it is closed.
-        self._shared: dict[str, Any] = {}
+        self._shared: dict[str, SharedArray] = {}
         self._finalizer = weakref.finalize(self, _close, self._proc, self._control,
                                            self._inbox, self._send_lock, self._shared)
 
@@ -161,67 +156,30 @@ class Boss(Reporting):
         error raises an :class:`InstructionError` and nothing of this call is sent.
         Returns the names of the tasks created, in order.
         """
-        self._check_open("give instructions")
-        if self._ended:
-            raise BossStateError(f"{self.name}: no instructions after end() or a stop")
-        batch = prepare(common_instructions if common_instructions is not None else {},
-                        individual_instructions if individual_instructions is not None else {},
-                        worker=worker, candidates=self._candidates, taken_names=self._names,
-                        first_tid=self._next_tid)
-        resolve_policies(batch, self._policies)
-        if self._check is not None:
-            for task in batch.tasks:
-                try:
-                    self._check(task.view)
-                except InstructionError:
-                    raise
-                except ValueError as exc:
-                    raise InstructionError(f"task {task.name!r} can never run under "
-                                           f"{self.scheduler!r}: {exc}") from exc
-        waits = resolve_dependencies(batch, self._names, self._inbox.statuses)
-        if batch.tasks:
-            self._send_batch(batch, waits)
-        return [t.name for t in batch.tasks]
-
-    def _send_batch(self, batch: PreparedBatch,
-                    waits: list[tuple[tuple[str, ...], str | None]]) -> None:
-        keys = dict(self._class_keys)
-        new_classes = []
-        for cls in dict.fromkeys(t.worker for t in batch.tasks):  # first-seen order
-            if cls not in keys:
-                keys[cls] = len(keys)
-                new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
-                                                   _dumps("Worker class", cls),
-                                                   bool(cls.isolated), worker_threads(cls)))
-        common_blob = _dumps("common_instructions", batch.common)
-        batch_id = self._next_batch
-        specs = []
-        for task, wait in zip(batch.tasks, waits, strict=True):
-            view, extra = split_simple(task.view, batch.own_keys)
-            payload = _dumps(f"instructions of task {task.name!r}", extra) if extra else None
-            specs.append(TaskSpec(task.tid, keys[task.worker], view, *wait, payload))
-        shared = shared_in(batch.common.values())
-        for key in batch.own_keys:
-            shared += shared_in(t.view[key] for t in batch.tasks)
-        shared_names = tuple(dict.fromkeys(s.name for s in shared))
-        messages = []
-        for start in range(0, len(specs), _CHUNK):
-            msg = AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
-                           common_blob if start == 0 else b"", tuple(specs[start:start + _CHUNK]),
-                           shared_names if start == 0 else ())
-            messages.append(dumps(msg))  # only simple values and bytes now
-        # Everything pickled: from here on nothing can fail because of the input.
-        self._shared.update((array.name, array) for array in shared)
-        self._class_keys = keys
-        self._next_batch += 1
-        self._next_tid += len(batch.tasks)
-        for t in batch.tasks:
-            self._names[t.name] = t.tid
-            self._records[t.tid] = TaskRecord(t.name, t.worker.__qualname__, t.view, batch.common)
-        with self._send_lock:
+        with self._give_lock:
             self._check_open("give instructions")
-            for frame in messages:
-                self._control.send_pickled(frame)
+            if self._ended:
+                raise BossStateError(f"{self.name}: no instructions after end() or a stop")
+            ledger = self._ledger
+            with ledger.cond:
+                names, statuses = dict(ledger.names), dict(ledger.statuses)
+            batch = prepare_batch(common_instructions, individual_instructions, worker,
+                                  self._rules, names, statuses, ledger.next_tid,
+                                  self._next_batch, self._class_keys)
+            if not batch.names:
+                return []
+            # Everything pickled: from here on nothing can fail because of the input.
+            self._shared.update((array.name, array) for array in batch.shared)
+            self._class_keys = batch.class_keys
+            self._next_batch += 1
+            ledger.add(batch.records)
+            with self._send_lock:
+                self._check_open("give instructions")
+                for frame in batch.frames:
+                    self._control.send_pickled(frame)
+            self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
+                                  for tid, record in batch.records])
+            return list(batch.names)
 
     # ---- control signals --------------------------------------------------------------
 
@@ -278,7 +236,7 @@ class Boss(Reporting):
                                  "stop_listening=True)); wait_till_finished() is all that is left")
         self._send(Control(sig, seq))
 
-    def _send(self, msg: Any) -> None:
+    def _send(self, msg: Message) -> None:
         frame = dumps(msg)
         with self._send_lock:
             self._check_open("send to the boss")
@@ -305,6 +263,53 @@ class Boss(Reporting):
             self._raise_if_gone(doing)
             raise BossStateError(f"cannot {doing}: the pipe to {self.name} is closed")
 
+    # ---- reports ------------------------------------------------------------------------
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[TaskReport]:
+        """Yield each TaskReport as its task ends, while the farm runs.
+
+        Each report is yielded once across all calls (a service can call this every
+        stride and see only what is new); every report also stays in
+        :meth:`get_report`, unless the Boss was made with ``keep_reports=False``.
+        Stops when every task given so far has ended or the boss has exited.
+        ``timeout`` bounds the wait for each next report (TimeoutError).
+        """
+        return self._reports.as_completed(timeout)
+
+    def get_report(self, interim: bool = True, timeout: float | None = None) -> Report:
+        """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;
+        every task that ended before the request is in it). ``interim=False``: the final
+        report, waiting for the boss to exit (only after :meth:`end` or a stop)."""
+        if not interim or self._inbox.closed:
+            if not self._inbox.closed and not self._ended:
+                raise BossStateError(f"{self.name} will not exit on its own: call end() or a "
+                                     "stop first, or ask for get_report(interim=True)")
+            return self._reports.final(timeout)
+        return self._reports.interim(self.send_report_request(), timeout)
+
+    def wait_till_finished(self, timeout: float | None = None) -> Report:
+        """No more instructions: let the boss finish (END, if no stop was asked), wait
+        for it to exit and return the final report.
+
+        Raises, under fail-fast, the first failing task's own exception (with the
+        worker's traceback), a WorkerKilledError, or a TaskCancelledError; raises
+        BossDiedError if the boss died; BossStateError if the boss is halted with work
+        pending (it would never finish).
+        """
+        if not self._inbox.closed:
+            with self._ledger.cond:
+                unfinished = not self._ledger.all_ended()
+            if self._halted and not self._ended and unfinished:
+                raise BossStateError(f"{self.name} is halted with work pending: call "
+                                     "make_them_work() first")
+            if not self._ended and not self._deaf:
+                self.end()
+        report = self._reports.final(timeout)
+        failure = self._reports.failure(report, self.pid)
+        if failure is not None:
+            raise failure
+        return report
+
     # ---- lifetime ---------------------------------------------------------------------
 
     @property
@@ -330,7 +335,7 @@ class Boss(Reporting):
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "halted" if self._halted else "working"
-        return f"<Boss {self.name} pid={self.pid} {state} tasks={len(self._records)}>"
+        return f"<Boss {self.name} pid={self.pid} {state} tasks={len(self._ledger.records)}>"
 
 
 def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
@@ -354,24 +359,6 @@ def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         inbox.thread.join(BOSS_EXIT_WAIT)
     if not lingering:
         shared.clear()
-
-
-# Values plain pickle sends by value whatever module defines the caller. A subclass
-# (of str, say) from ``__main__`` would be pickled by reference, hence the exact types.
-_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
-
-
-def _dumps(what: str, value: Any) -> bytes:
-    """Pickle instruction values for a worker process: with plain pickle when they are
-    all plain (ten times faster on small values), else with cloudpickle, which sends
-    functions and classes of ``__main__`` by value."""
-    if isinstance(value, dict) and all(type(v) in _PLAIN_TYPES for v in value.values()):
-        return pickle.dumps(value, protocol=5)
-    try:
-        return cloudpickle.dumps(value, protocol=5)
-    except Exception as exc:
-        raise InstructionError(f"{what} cannot be pickled to send to the boss: "
-                               f"{type(exc).__name__}: {exc}") from exc
 
 
 def _boss_environment() -> dict[str, str]:

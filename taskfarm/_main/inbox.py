@@ -24,9 +24,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import tblib
@@ -36,41 +34,27 @@ from taskfarm._common.messages import Goodbye, Outcome, Outcomes, Snapshot
 from taskfarm._common.processes import signal_name
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.wire import Channel, unexpected
+from taskfarm._main.events import EventKind, EventStream, TaskEvent
+from taskfarm._main.ledger import Ledger, TaskRecord
 from taskfarm._main.report import TaskReport
 
 # How long the receiver thread stays aside after a thread last read for itself.
 READ_LEASE = 0.05
 
 
-@dataclass(slots=True)
-class TaskRecord:
-    """What the main program keeps of a task it gave: enough to report on it."""
-
-    name: str
-    worker: str
-    view: dict[str, Any]
-    common: dict[str, Any]
-
-    def instructions(self) -> dict[str, Any]:
-        return {**self.common, **self.view}
-
-
 class Inbox:
     """Reports, snapshots and the goodbye received from one boss, behind a condition."""
 
-    def __init__(self, conn: Channel, proc: subprocess.Popen[bytes],
-                 records: dict[int, TaskRecord], keep_reports: bool = True) -> None:
+    def __init__(self, conn: Channel, proc: subprocess.Popen[bytes], ledger: Ledger,
+                 events: EventStream) -> None:
         self.conn = conn
         self.proc = proc
-        self.records = records
-        self.cond = threading.Condition()
-        # Every report, or (keep_reports=False) those as_completed has not yielded yet.
-        self.reports: list[TaskReport] | deque[TaskReport] = [] if keep_reports else deque()
-        self.statuses: dict[int, str] = {}   # task id -> terminal status, as reported
+        self.ledger = ledger
+        self.events = events
+        self.cond = ledger.cond
         self.snapshots: dict[int, Snapshot] = {}
         self.goodbye: Goodbye | None = None
         self.died: BossDiedError | None = None
-        self.first_failure: TaskReport | None = None
         self.read_lock = threading.Lock()  # held by whoever reads a message from ``conn``
         # Threads reading for themselves (see reading()); the receiver steps aside for
         # them, woken out of its select() by a byte on the wake pipe.
@@ -190,14 +174,10 @@ class Inbox:
         with self.cond:
             self.handled += 1
         if isinstance(msg, Outcomes):
-            reports = [self._report(o) for o in msg.outcomes]
-            with self.cond:
-                for o, report in zip(msg.outcomes, reports, strict=True):
-                    self.statuses[o.tid] = report.status.value
-                    if self.first_failure is None and report.status in _FAILURES:
-                        self.first_failure = report
-                self.reports.extend(reports)
-                self.cond.notify_all()
+            records = self.ledger.records
+            self.events.publish([TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
+                                           self._report(o, records[o.tid]))
+                                 for o in msg.outcomes])
         elif isinstance(msg, Snapshot):
             with self.cond:
                 self.snapshots[msg.seq] = msg
@@ -236,8 +216,8 @@ class Inbox:
         return BossDiedError(f"the boss process (pid {pid}) exited unexpectedly (code {code}); "
                              "its workers were stopped with it", pid, code, None)
 
-    def _report(self, o: Outcome) -> TaskReport:
-        record = self.records[o.tid]
+    @staticmethod
+    def _report(o: Outcome, record: TaskRecord) -> TaskReport:
         report = TaskReport(record.name, record.worker, record.instructions(),
                             TaskStatus(o.status), None, None, o.traceback, o.pid, o.ticket,
                             o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name,
@@ -263,9 +243,6 @@ class Inbox:
             report.reason = o.error_text
         report.attempts.append((report.status.value, report.reason or ""))
         return report
-
-
-_FAILURES = (TaskStatus.FAILED, TaskStatus.KILLED, TaskStatus.TIMEOUT)
 
 
 def _rebuild_exception(o: Outcome, task_name: str) -> BaseException:

@@ -1,63 +1,55 @@
-"""Reports, in the main program: the TaskReports as they come (``as_completed``), a
-report on demand (``get_report``), and the end (``wait_till_finished``), built from
-what the receiver thread (:mod:`.main_inbox`) has heard. A part of
-:class:`taskfarm.Boss`, which holds the state these methods share.
+"""Reports, in the main program: the TaskReports as they come (``as_completed``), an
+interim report once the boss has answered SEND_REPORT, and the final report, all
+built from the :class:`~taskfarm._main.ledger.Ledger` and what the receiver thread
+(:mod:`taskfarm._main.inbox`) has heard. The Boss handle owns one :class:`Reports`
+and decides when to ask; this module decides nothing about the farm.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from taskfarm._common.errors import BossDiedError, BossStateError, TaskCancelledError, TaskError
+from taskfarm._common.errors import BossDiedError, TaskCancelledError, TaskError
+from taskfarm._common.messages import Snapshot
 from taskfarm._common.status import ReportStatus, TaskStatus
+from taskfarm._main.inbox import Inbox
+from taskfarm._main.ledger import Ledger
 from taskfarm._main.report import Report, TaskReport
 
-if TYPE_CHECKING:
-    from taskfarm._main.handle import Boss
 
+class Reports:
+    """Reports on one farm (see the module docstring)."""
 
-class Reporting:
-    """The reporting half of the Boss handle (see the module docstring)."""
+    def __init__(self, name: str, ledger: Ledger, inbox: Inbox) -> None:
+        self.name, self.ledger, self.inbox = name, ledger, inbox
 
-    def as_completed(self: Boss, timeout: float | None = None) -> Iterator[TaskReport]:
-        """Yield each TaskReport as its task ends, while the farm runs.
-
-        Each report is yielded once across all calls (a service can call this every
-        stride and see only what is new); every report also stays in
-        :meth:`get_report`, unless the Boss was made with ``keep_reports=False``.
-        Stops when every task given so far has ended or the boss has exited.
-        ``timeout`` bounds the wait for each next report (TimeoutError).
-        """
-        inbox = self._inbox
+    def as_completed(self, timeout: float | None) -> Iterator[TaskReport]:
+        """Each TaskReport once, as its task ends, until every task given so far has
+        ended or the boss has exited (see ``Boss.as_completed``)."""
+        ledger = self.ledger
         while True:
-            with inbox.cond:
-                waiting = self._consumed >= len(inbox.reports) and not self._all_ended()
+            with ledger.cond:
+                waiting = not ledger.has_report() and not self._all_ended()
             if waiting:
                 self._wait_for_report(timeout)
-            with inbox.cond:
-                if self._consumed >= len(inbox.reports):
-                    return
+            with ledger.cond:
                 # One at a time: a caller may abandon the generator after any report.
-                if self._keep_reports:
-                    report = inbox.reports[self._consumed]
-                    self._consumed += 1
-                else:
-                    report = inbox.reports.popleft()
-                    tid = self._names.pop(report.name)
-                    del self._records[tid], inbox.statuses[tid]
+                report = ledger.next_report()
+            if report is None:
+                return
             yield report
 
-    def _wait_for_report(self: Boss, timeout: float | None) -> None:
-        """Wait until a report is there to yield or every task has ended, reading the
-        boss's messages in this thread (one thread hand-over fewer, see main_inbox)."""
-        inbox = self._inbox
+    def _wait_for_report(self, timeout: float | None) -> None:
+        """Wait until a report is there to hand out or every task has ended, reading
+        the boss's messages in this thread (one thread hand-over fewer, see
+        :mod:`taskfarm._main.inbox`)."""
+        inbox, ledger = self.inbox, self.ledger
         deadline = None if timeout is None else time.monotonic() + timeout
         with inbox.reading():
             while True:
-                with inbox.cond:
-                    if self._consumed < len(inbox.reports) or self._all_ended():
+                with ledger.cond:
+                    if ledger.has_report() or self._all_ended():
                         return
                     seen = inbox.handled
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -65,92 +57,61 @@ class Reporting:
                         and time.monotonic() >= deadline:
                     raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
 
-    def _all_ended(self: Boss) -> bool:
-        inbox = self._inbox
-        return inbox.closed or len(inbox.statuses) >= len(self._records)
+    def _all_ended(self) -> bool:
+        return self.inbox.closed or self.ledger.all_ended()
 
-    def get_report(self: Boss, interim: bool = True, timeout: float | None = None) -> Report:
-        """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;
-        every task that ended before the request is in it). ``interim=False``: the final
-        report, waiting for the boss to exit (only after :meth:`end` or a stop)."""
-        inbox = self._inbox
-        if not interim or inbox.closed:
-            if not inbox.closed and not self._ended:
-                raise BossStateError(f"{self.name} will not exit on its own: call end() or a "
-                                     "stop first, or ask for get_report(interim=True)")
-            self._wait_closed(timeout)
-            return self._final_report()
-        seq = self.send_report_request()
-        with inbox.cond:
-            if not inbox.cond.wait_for(lambda: seq in inbox.snapshots or inbox.closed, timeout):
+    def interim(self, seq: int, timeout: float | None) -> Report:
+        """The report answering SEND_REPORT number ``seq`` (already sent): every task
+        that ended before the request is in it."""
+        inbox, ledger = self.inbox, self.ledger
+        with ledger.cond:
+            if not ledger.cond.wait_for(lambda: seq in inbox.snapshots or inbox.closed,
+                                        timeout):
                 raise TimeoutError(f"{self.name} did not answer SEND_REPORT within {timeout} s")
-            snapshot = inbox.snapshots.pop(seq, None)
-            tasks = list(inbox.reports)
-            reported = set(inbox.statuses)
+            snapshot: Snapshot | None = inbox.snapshots.pop(seq, None)
+            tasks, reported = ledger.snapshot()
+            if snapshot is not None:
+                running = {tid for tid, *_ in snapshot.running}
+                pending = [r.instructions() for tid, r in ledger.records.items()
+                           if tid not in reported and tid not in running]
+                names = [ledger.records[t].name for t in running]
         if snapshot is None:
-            return self._final_report()
-        running = {tid for tid, *_ in snapshot.running}
-        pending = [r.instructions() for tid, r in self._records.items()
-                   if tid not in reported and tid not in running]
+            return self.final(None)
         status = ReportStatus.PENDING if snapshot.state == "halted" and pending \
             else ReportStatus.INTERIM
-        return Report(status, tasks, pending, [self._records[t].name for t in running])
+        return Report(status, tasks, pending, names)
 
-    def wait_till_finished(self: Boss, timeout: float | None = None) -> Report:
-        """No more instructions: let the boss finish (END, if no stop was asked), wait
-        for it to exit and return the final report.
-
-        Raises, under fail-fast, the first failing task's own exception (with the
-        worker's traceback), a WorkerKilledError, or a TaskCancelledError; raises
-        BossDiedError if the boss died; BossStateError if the boss is halted with work
-        pending (it would never finish).
-        """
-        if not self._inbox.closed:
-            if self._halted and not self._ended and len(self._inbox.statuses) < len(self._records):
-                raise BossStateError(f"{self.name} is halted with work pending: call "
-                                     "make_them_work() first")
-            if not self._ended and not self._deaf:
-                self.end()
-        self._wait_closed(timeout)
-        report = self._final_report()
-        failure = self._inbox.first_failure
-        if report.status is ReportStatus.FAILED:
-            if failure is not None:
-                raise _task_exception(failure)
-            # No task failed: the boss itself did (its reason holds the traceback).
-            raise BossDiedError(f"{self.name} failed: {report.reason}", self.pid)
-        return report
-
-    def _wait_closed(self: Boss, timeout: float | None) -> None:
-        inbox = self._inbox
-        with inbox.cond:
-            if not inbox.cond.wait_for(lambda: inbox.closed, timeout):
+    def final(self, timeout: float | None) -> Report:
+        """The final report, once the boss has exited (waiting up to ``timeout``)."""
+        inbox, ledger = self.inbox, self.ledger
+        with ledger.cond:
+            if not ledger.cond.wait_for(lambda: inbox.closed, timeout):
                 raise TimeoutError(f"{self.name} did not finish within {timeout} s")
-        if inbox.died is not None:
-            raise inbox.died
-
-    def _final_report(self: Boss) -> Report:
-        inbox = self._inbox
         if inbox.died is not None:
             raise inbox.died
         goodbye = inbox.goodbye
         assert goodbye is not None
-        with inbox.cond:
-            tasks = list(inbox.reports)
-            reported = set(inbox.statuses)
-        pending_ids = set(goodbye.pending)
-        pending = [self._records[t].instructions() for t in sorted(goodbye.pending)]
-        running = [r.name for tid, r in self._records.items()
-                   if tid not in reported and tid not in pending_ids]
+        with ledger.cond:
+            tasks, reported = ledger.snapshot()
+            pending_ids = set(goodbye.pending)
+            pending = [ledger.records[t].instructions() for t in sorted(goodbye.pending)]
+            running = [r.name for tid, r in ledger.records.items()
+                       if tid not in reported and tid not in pending_ids]
         return Report(ReportStatus(goodbye.status), tasks, pending, running, goodbye.reason)
 
-
-def _task_exception(report: TaskReport) -> BaseException:
-    if report.exception is not None:
-        return report.exception
-    if report.status in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT):
-        return TaskCancelledError(f"task {report.name!r} ended {report.status}: "
-                                  f"{report.reason}", report.name)
-    return TaskError(f"task {report.name!r} ended {report.status}: {report.reason}",
-                     report.name, report.traceback)
-
+    def failure(self, report: Report, pid: int) -> BaseException | None:
+        """What ``wait_till_finished`` raises for a final report: the first failing
+        task's own exception (fail-fast), or the boss's own failure; None if the run
+        did not fail."""
+        if report.status is not ReportStatus.FAILED:
+            return None
+        first = self.ledger.first_failure
+        if first is None:  # no task failed: the boss itself did (its reason says why)
+            return BossDiedError(f"{self.name} failed: {report.reason}", pid)
+        if first.exception is not None:
+            return first.exception
+        if first.status in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT):
+            return TaskCancelledError(f"task {first.name!r} ended {first.status}: "
+                                      f"{first.reason}", first.name)
+        return TaskError(f"task {first.name!r} ended {first.status}: {first.reason}",
+                         first.name, first.traceback)

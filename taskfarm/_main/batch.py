@@ -1,0 +1,121 @@
+"""One ``set_instructions`` call, prepared in one pass in the main program: checked,
+expanded and matched (:mod:`taskfarm._main.prepare`), per-task policies resolved
+(:mod:`taskfarm._main.policies`), checked by the scheduler, dependencies resolved
+(:mod:`taskfarm._main.dependencies`), simple values split from the payloads only a
+worker unpickles, and encoded into the frames sent to the boss. Each stage is an
+error at the call that gave the instructions; the result is an immutable value, and
+nothing is sent or recorded until it exists.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from taskfarm._common.errors import InstructionError
+from taskfarm._common.messages import AddTasks, TaskSpec, WorkerClassSpec
+from taskfarm._common.shared_array import SharedArray, shared_in
+from taskfarm._common.wire import dumps
+from taskfarm._common.worker_class import Worker
+from taskfarm._main.dependencies import resolve_dependencies
+from taskfarm._main.ledger import TaskRecord
+from taskfarm._main.policies import resolve_policies, worker_threads
+from taskfarm._main.prepare import prepare, split_simple
+
+CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a Boss applies to every call: the Worker classes it may match (None: every
+    one defined), its run-level policies, and its scheduler's check (None: it has
+    none)."""
+
+    candidates: tuple[type[Worker], ...] | None
+    policies: Mapping[str, Any]
+    check: Callable[[Mapping[str, Any]], None] | None
+    scheduler: str   # the scheduler's repr, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A prepared call: the frames to send, and what the main program records."""
+
+    names: tuple[str, ...]                       # the tasks created, in order
+    records: tuple[tuple[int, TaskRecord], ...]
+    frames: tuple[bytes, ...]                    # AddTasks messages, pickled
+    class_keys: Mapping[type[Worker], int]       # every class key, new ones included
+    shared: tuple[SharedArray, ...]              # arrays the boss must keep alive
+
+
+def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | None,
+                  rules: Rules, names: Mapping[str, int], statuses: Mapping[int, str],
+                  first_tid: int, batch_id: int,
+                  class_keys: Mapping[type[Worker], int]) -> Batch:
+    """Prepare one call (see the module docstring); raises InstructionError."""
+    matched = prepare(common if common is not None else {},
+                      individual if individual is not None else {}, worker=worker,
+                      candidates=rules.candidates, taken_names=names, first_tid=first_tid)
+    resolve_policies(matched, rules.policies)
+    if rules.check is not None:
+        for task in matched.tasks:
+            try:
+                rules.check(task.view)
+            except InstructionError:
+                raise
+            except ValueError as exc:
+                raise InstructionError(f"task {task.name!r} can never run under "
+                                       f"{rules.scheduler}: {exc}") from exc
+    waits = resolve_dependencies(matched, names, statuses)
+    keys = dict(class_keys)
+    new_classes = []
+    for cls in dict.fromkeys(t.worker for t in matched.tasks):  # first-seen order
+        if cls not in keys:
+            keys[cls] = len(keys)
+            new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
+                                               dumps_instructions("Worker class", cls),
+                                               bool(cls.isolated), worker_threads(cls)))
+    common_blob = dumps_instructions("common_instructions", matched.common)
+    specs = []
+    for task, (after, cancelled) in zip(matched.tasks, waits, strict=True):
+        view, extra = split_simple(task.view, matched.own_keys)
+        payload = dumps_instructions(f"instructions of task {task.name!r}", extra) \
+            if extra else None
+        specs.append(TaskSpec(task.tid, keys[task.worker], view, after, cancelled, payload))
+    shared = shared_in(matched.common.values())
+    for key in matched.own_keys:
+        shared += shared_in(t.view[key] for t in matched.tasks)
+    shared = list({s.name: s for s in shared}.values())
+    shared_names = tuple(s.name for s in shared)
+    frames = tuple(
+        dumps(AddTasks(batch_id, tuple(new_classes) if start == 0 else (),
+                       common_blob if start == 0 else b"", tuple(specs[start:start + CHUNK]),
+                       shared_names if start == 0 else ()))
+        for start in range(0, len(specs), CHUNK))
+    return Batch(tuple(t.name for t in matched.tasks),
+                 tuple((t.tid, TaskRecord(t.name, t.worker.__qualname__, t.view,
+                                          matched.common)) for t in matched.tasks),
+                 frames, keys, tuple(shared))
+
+
+# Values plain pickle sends by value whatever module defines the caller. A subclass
+# (of str, say) from ``__main__`` would be pickled by reference, hence the exact types.
+_PLAIN_TYPES = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def dumps_instructions(what: str, value: Any) -> bytes:
+    """Pickle instruction values for a worker process: with plain pickle when they are
+    all plain (ten times faster on small values), else with cloudpickle, which sends
+    functions and classes of ``__main__`` by value."""
+    if isinstance(value, dict) and all(type(v) in _PLAIN_TYPES for v in value.values()):
+        return pickle.dumps(value, protocol=5)
+    try:
+        blob: bytes = cloudpickle.dumps(value, protocol=5)
+    except Exception as exc:
+        raise InstructionError(f"{what} cannot be pickled to send to the boss: "
+                               f"{type(exc).__name__}: {exc}") from exc
+    return blob
