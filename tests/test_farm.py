@@ -268,7 +268,7 @@ def test_keep_reports_false_forgets_what_as_completed_has_yielded() -> None:
             assert sorted(r.result for r in boss.as_completed(timeout=30)) == \
                 list(range(1, 51))
             # Forgotten: nothing kept, and the same names may be given again.
-            assert boss._records == {} and len(boss._inbox.reports) == 0
+            assert boss._ledger.records == {} and len(boss._ledger.reports) == 0
         boss.set_instructions({"x": 1, "name": "last"})
         report = boss.wait_till_finished(timeout=30)
     assert [t.name for t in report.tasks] == ["last"]  # not yet yielded: still there
