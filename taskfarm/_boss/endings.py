@@ -46,7 +46,11 @@ class Endings:
                          outcome.peak_rss)
         self.batches.release(task.batch_id)
         if outcome.result_blob is not None and len(outcome.result_blob) >= OUT_OF_BAND_MIN:
-            outcome = outcome._replace(result_blob=blob(outcome.result_blob))
+            # The PickleBuffer stands in for the bytes only while the outcome travels
+            # (see wire.blob): the main program reads the bytes back. Widening the field
+            # would make every reader narrow it, this path included, per outcome.
+            outcome = outcome._replace(
+                result_blob=blob(outcome.result_blob))  # type: ignore[arg-type]
         if outcome.result_buffers:  # forwarded as they came: out of band, no copy
             outcome = outcome._replace(result_buffers=tuple(
                 pickle.PickleBuffer(b) for b in outcome.result_buffers))

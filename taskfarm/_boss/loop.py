@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskfarm._boss.backend import Doom, Slot
+from taskfarm._boss.backend import Backend, Doom, Slot
 from taskfarm._boss.batches import Batches
 from taskfarm._boss.deadlines import Clock, Deadlines
 from taskfarm._boss.dependencies import Dependencies
@@ -101,7 +101,11 @@ class BossLoop:
         self.shared: set[str] = set()   # SharedArray segments, removed if the parent dies
         self._poller = select.poll()
         self._handlers: dict[int, Callable[[int], None]] = {}
-        self.backend = LocalBackend(config.start_method, self, self, self.deadlines)
+        # Seen through the Backend interface only. Its slot type is the backend's own
+        # (the loop gets slots from it and hands them back, never makes one): Any, as
+        # in the Launcher, stands for "whichever type this backend's slots have".
+        self.backend: Backend[Any] = LocalBackend(config.start_method, self, self,
+                                                  self.deadlines)
         self.launcher = Launcher(self.scheduler, self.book, self.batches, self.backend,
                                  self.prefetch, self.deadlines, self._began,
                                  config.isolated, config.verbose)

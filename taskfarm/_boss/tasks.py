@@ -14,7 +14,10 @@ import enum
 import itertools
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskfarm._boss.backend import Slot
 
 __all__ = ["InstructionSet", "PendingQueue", "RunStats", "Task", "TaskBook", "TaskState"]
 
@@ -59,6 +62,9 @@ class InstructionSet(dict[str, Any]):
 
     __slots__ = ("tid", "worker")
 
+    tid: int
+    worker: str
+
 
 class Task:
     """One task in the boss."""
@@ -76,14 +82,15 @@ class Task:
         self.instructions.worker = worker
         self.state = TaskState.PENDING
         self.started: float | None = None
-        self.worker: Any = None  # the worker process running it
+        self.worker: Slot | None = None  # the slot (worker process) running it
         self.entry = 0           # which pending-queue entry is its live one
         self.attempts: list[tuple[str, str]] = []  # earlier attempts: (ending, why)
         self.payload: bytes | None = None  # non-simple values, opaque to the boss
 
     @property
     def name(self) -> str:
-        return self.instructions["name"]
+        name: str = self.instructions["name"]
+        return name
 
     def move(self, state: TaskState) -> None:
         """Guarded transition: a terminal state never changes."""

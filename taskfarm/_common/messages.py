@@ -14,10 +14,13 @@ plain pickle fails), so the boss forwards results without unpickling user classe
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskfarm._common.processes import ExitInfo
 from taskfarm._common.status import TaskStatus
+
+if TYPE_CHECKING:
+    from pickle import PickleBuffer
 
 
 class Signal(enum.Enum):
@@ -152,10 +155,11 @@ class Outcome(NamedTuple):
     result_buffers: tuple[Any, ...] = ()
 
     @classmethod
-    def done(cls, tid: int, result_blob: Any, buffers: tuple[Any, ...], *, pid: int,
-             ticket: int | None, started: float, ended: float, peak_rss: int | None,
-             cpu: int | None) -> Outcome:
-        """task() returned; ``result_blob`` is its pickled value."""
+    def done(cls, tid: int, result_blob: bytes | PickleBuffer, buffers: tuple[Any, ...],
+             *, pid: int, ticket: int | None, started: float, ended: float,
+             peak_rss: int | None, cpu: int | None) -> Outcome:
+        """task() returned; ``result_blob`` is its pickled value (a PickleBuffer over it
+        when large, so that it travels out of band: see wire.blob)."""
         return tuple.__new__(cls, (tid, _DONE, result_blob, None, None, None, None, pid,
                                    ticket, started, ended, peak_rss, None, None, cpu, (),
                                    buffers))

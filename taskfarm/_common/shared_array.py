@@ -53,7 +53,7 @@ class SharedArray:
     ``.array`` is the array in this process; ``.name`` the segment in /dev/shm.
     """
 
-    def __init__(self, data: Any = None, *, shape: tuple[int, ...] | None = None,
+    def __init__(self, data: Any = None, *, shape: int | tuple[int, ...] | None = None,
                  dtype: Any = None, writable: bool = False) -> None:
         import numpy as np
 

@@ -69,7 +69,7 @@ def encode(msg: Message) -> tuple[int, tuple[Any, ...]]:
     if nested is None:
         return code, tuple(msg)
     at = nested[0]
-    fields = list(msg)
+    fields: list[Any] = list(msg)
     fields[at] = tuple(map(tuple, fields[at]))
     return code, tuple(fields)
 

@@ -95,6 +95,9 @@ class Worker:
     accept_undeclared: ClassVar[bool] = False
     threads: ClassVar[int | None] = None
 
+    # Set on each subclass: its declared instructions once computed (declared_attributes).
+    _taskfarm_attributes: ClassVar[dict[str, Attribute] | None]
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._taskfarm_attributes = None  # computed lazily: annotations may be forward refs
@@ -136,7 +139,7 @@ def registered_workers() -> list[type[Worker]]:
 
 def declared_attributes(cls: type[Worker]) -> dict[str, Attribute]:
     """The instructions ``cls`` declares (built-ins included), computed once per class."""
-    cached = cls.__dict__.get("_taskfarm_attributes")
+    cached: dict[str, Attribute] | None = cls.__dict__.get("_taskfarm_attributes")
     if cached is not None:
         return cached
     hints = _type_hints(cls)

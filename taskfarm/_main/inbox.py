@@ -222,10 +222,10 @@ class Inbox:
                             TaskStatus(o.status), None, None, o.traceback, o.pid, o.ticket,
                             o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name,
                             o.cpu, list(o.attempts))
-        if o.status == "done":
+        if o.status == TaskStatus.DONE:
             try:
-                report.result = pickle.loads(o.result_blob, buffers=o.result_buffers)
-            except Exception as exc:
+                report.result = pickle.loads(o.result_blob or b"", buffers=o.result_buffers)
+            except BaseException as exc:  # SystemExit from a hostile __reduce__ included
                 report.status = TaskStatus.FAILED
                 report.exception = RemoteTaskError(
                     f"the result of task {record.name!r} could not be unpickled in the main "
@@ -250,7 +250,8 @@ def _rebuild_exception(o: Outcome, task_name: str) -> BaseException:
     if o.error_blob is not None:
         try:
             exc, tb_dict = pickle.loads(o.error_blob)
-            return exc.with_traceback(tblib.Traceback.from_dict(tb_dict).as_traceback())
+            if isinstance(exc, BaseException):
+                return exc.with_traceback(tblib.Traceback.from_dict(tb_dict).as_traceback())
         except Exception:
             pass
     return RemoteTaskError(f"task {task_name!r} raised {o.error_type}: {o.error_text}",

@@ -247,7 +247,7 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
         return int(value)
     if float in types and isinstance(value, numbers.Real):
         return float(value)
-    if complex in types and isinstance(value, numbers.Number):
+    if complex in types and isinstance(value, numbers.Complex):
         return complex(value)
     if isinstance(value, str) and any(isinstance(t, type) and issubclass(t, pathlib.PurePath)
                                       for t in types):

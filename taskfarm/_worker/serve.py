@@ -22,7 +22,7 @@ import signal
 import time
 import traceback
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import cloudpickle
 import tblib
@@ -37,6 +37,8 @@ from taskfarm._common.processes import (
 from taskfarm._common.wire import Channel, blob, unexpected
 from taskfarm._common.worker_class import Worker
 
+_T = TypeVar("_T")
+
 
 class StopRequested(BaseException):
     """Raised in a running task when its process is asked to stop (SIGTERM). A
@@ -47,7 +49,7 @@ def _stop_requested(signum: int, frame: Any) -> None:
     raise StopRequested("the task is being stopped (SIGTERM)")
 
 
-def _end_by_sigterm() -> None:
+def _end_by_sigterm() -> NoReturn:
     """End the process as SIGTERM would have, so the boss sees the same ending."""
     flush_std_streams()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -65,7 +67,8 @@ def dumps_user(value: Any, buffers: list[pickle.PickleBuffer] | None = None) -> 
     except Exception:
         if buffers is not None:
             buffers.clear()
-        return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+        data: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+        return data
 
 
 def _peak_rss() -> int:
@@ -180,11 +183,12 @@ def run_task(state: _State, msg: RunTask) -> Outcome:
                         peak_rss=_peak_rss(), cpu=state.cpu)
 
 
-def _load(into: dict[int, Any], blobs: dict[tuple[str, int], bytes], kind: str,
-          key: int) -> Any:
+def _load(into: dict[int, _T], blobs: dict[tuple[str, int], bytes], kind: str,
+          key: int) -> _T:
     """Unpickle a class or common instructions received earlier; the blob is dropped
     only once that succeeded."""
-    value = into[key] = pickle.loads(blobs[kind, key])
+    value: _T = pickle.loads(blobs[kind, key])
+    into[key] = value
     del blobs[kind, key]
     return value
 
@@ -198,8 +202,9 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
         message = str(exc)
     except BaseException:
         message = f"<{type_name} whose str() failed>"
+    error_blob: bytes | None
     try:
-        error_blob: bytes | None = dumps_user((exc, tblib.Traceback(exc.__traceback__).as_dict()))
+        error_blob = dumps_user((exc, tblib.Traceback(exc.__traceback__).as_dict()))
         pickle.loads(error_blob)  # an exception whose constructor takes odd arguments fails here
     except BaseException:
         error_blob = None
@@ -209,7 +214,7 @@ def _failure(state: _State, tid: int, ticket: int | None, started: float,
 
 
 def serve(task_conn: Channel, result_conn: Channel,
-          preloaded: dict[int, type] | None = None) -> None:
+          preloaded: dict[int, type[Worker]] | None = None) -> None:
     """Run tasks until the boss closes the task pipe. A worker forked by a zygote
     (isolated mode) has its class ``preloaded``.
 
@@ -259,7 +264,8 @@ def serve(task_conn: Channel, result_conn: Channel,
             del msg, outcome
 
 
-def run_worker(task_r: int, result_w: int, preloaded: dict[int, type] | None = None) -> None:
+def run_worker(task_r: int, result_w: int,
+               preloaded: dict[int, type[Worker]] | None = None) -> None:
     """In a freshly forked worker process: keep only its two pipe ends, die with its
     parent, serve tasks, then exit without returning to the parent's code."""
     code = 1

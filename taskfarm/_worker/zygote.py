@@ -31,18 +31,21 @@ import select
 import socket
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from taskfarm._common.processes import die_with_parent
 from taskfarm._worker.serve import run_worker
 
+if TYPE_CHECKING:
+    from taskfarm._common.worker_class import Worker
+
 RECORD = struct.Struct("!cqq")   # kind (b"p" forked, b"x" exited), pid, wait status
 
 
-def _load(class_blob: bytes) -> type | None:
+def _load(class_blob: bytes) -> type[Worker] | None:
     """The Worker class, or None when it must not be used here."""
     try:
-        cls = pickle.loads(class_blob)
+        cls: type[Worker] = pickle.loads(class_blob)
     except BaseException:
         return None
     if threading.active_count() > 1 or len(os.listdir("/proc/self/task")) > 1:
@@ -80,7 +83,7 @@ def serve(sock: socket.socket, class_key: int, class_blob: bytes) -> None:
                 poller.unregister(sock)
                 listening = False
                 continue
-            pid = _fork_worker(*fds, class_key, cls)
+            pid = _fork_worker(fds[0], fds[1], class_key, cls)
             if pid:
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = pid
@@ -95,7 +98,7 @@ def _tell(sock: socket.socket, kind: bytes, pid: int, status: int) -> None:
         pass  # the boss is gone: its death signal ends us
 
 
-def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
+def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type[Worker]) -> int:
     """Fork a worker on these pipe ends; its pid, or 0 if the fork failed."""
     try:
         try:
@@ -110,7 +113,7 @@ def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type) -> int:
         os.close(result_w)
 
 
-def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) -> Any:
+def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) -> None:
     """Entry point in the freshly forked zygote (see :mod:`taskfarm._boss.local`)."""
     die_with_parent()
     if os.getppid() != boss_pid:
