@@ -39,6 +39,7 @@ _PUBLIC = {
     "RemoteTaskError": "_common.errors",
     "Report": "_main.report",
     "ReportStatus": "_common.status",
+    "SchedulerError": "_common.errors",
     "SharedArray": "_common.shared_array",
     "Signal": "_common.messages",
     "TaskCancelledError": "_common.errors",
@@ -63,6 +64,7 @@ if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps bot
     from ._common.errors import InstructionTypeError as InstructionTypeError
     from ._common.errors import NoMatchingWorkerError as NoMatchingWorkerError
     from ._common.errors import RemoteTaskError as RemoteTaskError
+    from ._common.errors import SchedulerError as SchedulerError
     from ._common.errors import TaskCancelledError as TaskCancelledError
     from ._common.errors import TaskError as TaskError
     from ._common.errors import TaskfarmError as TaskfarmError

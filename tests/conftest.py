@@ -1,4 +1,5 @@
-"""Fixtures every test gets: no process and no descriptor may outlive a test."""
+"""Fixtures every test gets: no process and no descriptor may outlive a test. Also
+``start_method``: a behaviour module that uses it runs each test under fork and spawn."""
 
 from __future__ import annotations
 
@@ -58,3 +59,11 @@ def mailbox(tmp_path: Path) -> Iterator[Mailbox]:
     made = Mailbox(tmp_path / "mailbox")
     yield made
     made.close()
+
+
+@pytest.fixture(params=["fork", "spawn"], ids=["fork", "spawn"])
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Boss's default start method for this test (TASKFARM_START_METHOD)."""
+    method: str = request.param
+    monkeypatch.setenv("TASKFARM_START_METHOD", method)
+    return method

@@ -49,6 +49,8 @@ from workers import Blocker, Gate, Mailbox
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 VALUE = 100          # the value instruction of the tasks after the bomb
 STEPS = [0, 1, 2, 3]  # the bomb is step 0; the others return VALUE + step
 WAIT = 60.0

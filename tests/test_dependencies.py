@@ -11,6 +11,8 @@ from schedulers import MaxThreadsScheduler
 from taskfarm._boss.dependencies import Dependencies
 from taskfarm._boss.tasks import Task
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 def test_a_task_starts_only_after_its_prerequisites_are_done() -> None:
     report = taskfarm.batch_main(

@@ -11,6 +11,8 @@ from workers import Blocker, Gate, Mailbox, Misbehave, OddError, WorkerBoom
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 # how -> (status, exception type, text in the reason or message)
 CRASHES = [
     ("raise", "failed", WorkerBoom, "boom 7"),

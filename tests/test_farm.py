@@ -14,6 +14,8 @@ from workers import Add, Blocker, CountingSetup, Gate, Mailbox, Scale
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 def test_batch_main_runs_every_set_and_prints_the_report(capsys: pytest.CaptureFixture[str]
                                                          ) -> None:

@@ -7,10 +7,13 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from workers import Checkpointing, Gate, Mailbox
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
+
+pytestmark = pytest.mark.usefixtures("start_method")
 
 
 def _boss(gate: Gate, mailbox: Mailbox, out: Path, **common: object) -> taskfarm.Boss:

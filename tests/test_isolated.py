@@ -10,11 +10,14 @@ import textwrap
 from pathlib import Path
 
 import psutil
+import pytest
 from test_signals import _blocking_boss, _started
 from workers import Gate, Mailbox, Misbehave, Polluter
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
+
+pytestmark = pytest.mark.usefixtures("start_method")
 
 
 def test_isolated_tasks_never_see_each_others_changes() -> None:

@@ -10,6 +10,8 @@ from workers import Add
 
 import taskfarm
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 class Huge(taskfarm.Worker):
     """Returns an array of ``mib`` MiB whose content the test can check."""

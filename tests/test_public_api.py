@@ -15,9 +15,9 @@ import taskfarm
 EXPECTED = {
     "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError", "InstructionError",
     "InstructionTypeError", "NoMatchingWorkerError", "RemoteTaskError", "Report",
-    "ReportStatus", "SharedArray", "Signal", "TaskCancelledError", "TaskError", "TaskReport",
-    "TaskStatus",
-    "TaskfarmError", "Worker", "WorkerKilledError", "batch_main", "run_as_server",
+    "ReportStatus", "SchedulerError", "SharedArray", "Signal", "TaskCancelledError",
+    "TaskError", "TaskReport", "TaskStatus", "TaskfarmError", "Worker", "WorkerKilledError",
+    "batch_main", "run_as_server",
 }
 
 

@@ -18,6 +18,8 @@ from workers import UsesShared
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 SHM = Path("/dev/shm")
 
 

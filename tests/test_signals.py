@@ -11,6 +11,8 @@ from workers import Add, Blocker, Gate, Mailbox
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 def _blocking_boss(gate: Gate, mailbox: Mailbox, labels: list[str], out_dir: Path | str = "",
                    threads: int = 2, **options: object) -> taskfarm.Boss:

@@ -10,6 +10,8 @@ from workers import BlasThreads, WideBlasThreads
 import taskfarm
 from schedulers import MaxThreadsScheduler, available_cpus
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 def test_each_worker_gets_its_share_of_the_cpus() -> None:
     workers = available_cpus()  # as many workers as CPUs: one thread each

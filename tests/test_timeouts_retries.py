@@ -10,6 +10,8 @@ from workers import Add, Flaky, Gate, Stuck
 import taskfarm
 from schedulers import MaxThreadsScheduler
 
+pytestmark = pytest.mark.usefixtures("start_method")
+
 
 def test_a_task_past_its_timeout_ends_timeout_and_its_slot_is_refilled(gate: Gate) -> None:
     report = taskfarm.batch_main({"gate": gate, "timeout": 0.3}, {"label": ["a"]},

@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskfarm._boss.backend import Backend, Slot
 from taskfarm._boss.batches import Batches
 from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.prefetch import Prefetch
-from taskfarm._boss.tasks import Task, TaskBook
+from taskfarm._boss.tasks import InstructionSet, Task, TaskBook
+from taskfarm._common.errors import SchedulerError
 from taskfarm._common.messages import SETTING_KEYS, RunTask
 from taskfarm._common.processes import THREAD_VARIABLES
 from taskfarm._common.system import available_cpus
@@ -42,11 +43,8 @@ class Launcher:
         self.deadlines.recheck(None)
         if not book.pending:
             return
-        chosen, _ = self.scheduler.launchable(book.pending, book.running_view, book.stats)
-        for item in chosen:
-            task = book.lookup(item)
-            if task is not None:
-                self.start(task, None)
+        for task in self._ask(book.running_view):
+            self.start(task, None)
         if self.prefetch.enabled:
             self._refill()
         self.backend.flush()
@@ -66,11 +64,35 @@ class Launcher:
             current = slot.tasks[0].name
             others = {k: v for k, v in book.running_view.items() if k != current}
             while len(slot.tasks) <= depth and book.pending:
-                chosen, _ = self.scheduler.launchable(book.pending, others, book.stats)
-                task = book.lookup(chosen[0]) if chosen else None
-                if task is None:
+                chosen = self._ask(others, first_only=True)
+                if not chosen:
                     break
-                self.start(task, slot)
+                self.start(chosen[0], slot)
+
+    def _ask(self, workers: Mapping[str, InstructionSet],
+             first_only: bool = False) -> list[Task]:
+        """The pending tasks the scheduler allows now (the first only, if asked).
+        Anything else than a pair whose first item lists pending sets, each once, is
+        a SchedulerError naming the scheduler and what it did."""
+        book = self.book
+        try:
+            chosen, _ = self.scheduler.launchable(book.pending, workers, book.stats)
+            items = list(chosen[:1] if first_only else chosen)
+        except Exception as exc:
+            raise SchedulerError(f"scheduler {self.scheduler!r} failed in launchable(): "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        tasks: list[Task] = []
+        seen: set[int] = set()
+        for item in items:
+            task = book.lookup(item) if isinstance(item, Mapping) else None
+            if task is None or task.tid in seen:
+                raise SchedulerError(
+                    f"scheduler {self.scheduler!r} returned {_short(item)} from "
+                    "launchable(), which is not a pending instruction set (or was "
+                    "returned twice): return items of pending_instructions")
+            tasks.append(task)
+            seen.add(task.tid)
+        return tasks
 
     def start(self, task: Task, behind: Slot | None) -> None:
         """Hand ``task`` to an idle (or new) slot, or queue it ``behind`` the task a
@@ -108,6 +130,14 @@ class Launcher:
         for slot, tid in self.prefetch.queued_to_take_back(busy):
             self.backend.take_back(slot, tid)
         self.backend.flush()
+
+
+def _short(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def default_native_threads(scheduler: Any) -> None:

@@ -61,6 +61,7 @@ from taskfarm._boss.lifecycle import FarmState, Lifecycle
 from taskfarm._boss.local import LocalBackend
 from taskfarm._boss.prefetch import Prefetch
 from taskfarm._boss.tasks import Task, TaskBook, TaskState
+from taskfarm._common.errors import SchedulerError
 from taskfarm._common.messages import (
     AddTasks,
     Configure,
@@ -112,6 +113,7 @@ class BossLoop:
         self.endings = Endings(self.book, self.batches, self.deps, self.policy,
                                self.lifecycle, self._fail_fast)
         self._cancel_why = ""   # what running tasks are told while CANCELLING
+        self._cause = ""        # what ended the run, when not a task (Goodbye.cause)
         self._on_message: dict[type[Any], Callable[[Any], None]] = {
             AddTasks: self._add_tasks, Control: self._on_signal}
         self.watch(control.fileno(), self._on_control)
@@ -126,7 +128,11 @@ class BossLoop:
         lifecycle = self.lifecycle
         while True:
             if lifecycle.launching:
-                self.launcher.launch()
+                try:
+                    self.launcher.launch()
+                except SchedulerError as exc:  # running tasks are cancelled, with why
+                    self._cause = "scheduler"
+                    self._cancel(FarmState.FAILED, str(exc), f"the run ended: {exc}")
             elif lifecycle.state is FarmState.CANCELLING:
                 self._stop_busy_slots()
             self._check_done()
@@ -139,7 +145,7 @@ class BossLoop:
                     handler(fd)
             self.deadlines.run_due()
         pending = (*(t.tid for t in self.book.pending.tasks()), *self.deps.blocked)
-        return Goodbye(lifecycle.report_status.value, lifecycle.reason, pending)
+        return Goodbye(lifecycle.report_status.value, lifecycle.reason, pending, self._cause)
 
     def watch(self, fd: int, handler: Callable[[int], None]) -> None:
         """Call ``handler(fd)`` when ``fd`` is readable (the backend's Watcher)."""

@@ -6,7 +6,7 @@ boss queues tasks behind the one each busy slot runs, so the slot starts the nex
 moment the current one ends, without waiting for the boss; tiny tasks then travel
 many to a write and their outcomes come back many to a read. The depth follows the
 recent pace of tasks: enough to cover ``QUEUE_SECONDS`` of work, at most
-``MAX_DEPTH`` tasks. Tasks of a millisecond or more are queued one at a time.
+``MAX_DEPTH`` tasks. Tasks longer than a millisecond are queued one at a time.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
     │   └── AmbiguousWorkerError                more than one Worker class accepts it
     ├── BossStateError (RuntimeError)      a call the boss cannot take in its state
     │   └── BossDiedError                       the boss process died without saying goodbye
+    ├── SchedulerError (RuntimeError)      the scheduler misbehaved: the run ended
     └── TaskError (RuntimeError)           a task ended badly under fail-fast
         ├── RemoteTaskError                     its exception could not travel: type name and text
         ├── WorkerKilledError                   its process died without reporting
@@ -30,6 +31,7 @@ __all__ = [
     "InstructionTypeError",
     "NoMatchingWorkerError",
     "RemoteTaskError",
+    "SchedulerError",
     "TaskCancelledError",
     "TaskError",
     "TaskfarmError",
@@ -80,6 +82,12 @@ class BossDiedError(BossStateError):
         self.pid = pid
         self.exitcode = exitcode
         self.signal_name = signal_name
+
+
+class SchedulerError(TaskfarmError, RuntimeError):
+    """The scheduler raised, or returned something other than pending instruction sets
+    from ``launchable``: the boss ended the run (running tasks ``cancelled``, the rest
+    pending) and says which scheduler and what it did. Fix the scheduler."""
 
 
 class TaskError(TaskfarmError, RuntimeError):

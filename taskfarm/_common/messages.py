@@ -213,3 +213,4 @@ class Goodbye(NamedTuple):
     status: str                 # a ReportStatus value: finished, stopped, failed
     reason: str
     pending: tuple[int, ...]
+    cause: str = ""             # "scheduler" when the scheduler's misbehaviour ended it

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import select
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+from taskfarm._common.waiting import readable
 
 # How long a process gets between SIGTERM and SIGKILL when it is stopped on purpose.
 TERMINATE_GRACE = 1.0
@@ -174,7 +175,7 @@ def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRAC
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        ready, _, _ = select.select(list(waiting), [], [], left)
+        ready = readable(waiting, left)
         for fd in ready:
             waiting.pop(fd)
     for pid in waiting.values():

@@ -120,12 +120,13 @@ class Channel:
     several messages may travel in one frame (``send_many``); when some are already
     read, ``buffered`` says so (a ``poll()`` on the descriptor would not see them)."""
 
-    __slots__ = ("_buf", "_ready", "fd")
+    __slots__ = ("_buf", "_poller", "_ready", "fd")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._buf = bytearray()
         self._ready: deque[Message] = deque()   # messages of a frame not yet returned
+        self._poller: select.poll | None = None   # poll(), never select(): fds >= 1024
 
     def fileno(self) -> int:
         return self.fd
@@ -152,8 +153,11 @@ class Channel:
     def send_many(self, msgs: Iterable[Message]) -> None:
         """Send several messages in one frame and one write (one wake-up of the
         reader, one pickle): the boss hands a worker a batch of tasks this way."""
+        encoded = [encode(m) for m in msgs]
+        if not encoded:  # a frame must hold a message: the reader takes the first
+            return
         buffers: list[pickle.PickleBuffer] = []
-        head = pickle.dumps([encode(m) for m in msgs], protocol=5,
+        head = pickle.dumps(encoded, protocol=5,
                             buffer_callback=buffers.append)
         self.send_pickled(head, [b.raw() for b in buffers])
 
@@ -174,9 +178,12 @@ class Channel:
         if self._ready:
             return self._ready.popleft()
         length, count = _HEAD.unpack(self._read(_HEAD.size))
-        sizes = [_SIZE.unpack(self._read(_SIZE.size))[0] for _ in range(count)]
-        head = self._read(length)
-        buffers = [self._read(size) for size in sizes]
+        try:  # a header read: any end from here on cuts a frame short
+            sizes = [_SIZE.unpack(self._read(_SIZE.size))[0] for _ in range(count)]
+            head = self._read(length)
+            buffers = [self._read(size) for size in sizes]
+        except EOFError:
+            raise EOFError("channel closed in the middle of a message") from None
         items = pickle.loads(head, buffers=buffers)
         if len(items) > 1:
             self._ready.extend(map(decode, items[1:]))
@@ -186,8 +193,10 @@ class Channel:
         """True when ``recv`` would not block for the start of a message."""
         if self._ready or self._buf:
             return True
-        ready, _, _ = select.select([self.fd], [], [], 0)
-        return bool(ready)
+        if self._poller is None:  # made once: a worker asks before every task
+            self._poller = select.poll()
+            self._poller.register(self.fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        return bool(self._poller.poll(0))
 
     def _read(self, size: int) -> bytes | bytearray:
         buf = self._buf

@@ -95,6 +95,9 @@ class Boss:
             check_policies(self._policies, "Boss")
         except InstructionError as exc:
             raise ValueError(str(exc)) from None
+        if isinstance(scheduler, type):
+            raise TypeError(f"scheduler={scheduler.__name__} is a class: pass an instance, "
+                            f"such as {scheduler.__name__}()")
         if not callable(getattr(scheduler, "launchable", None)):
             raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
                             "subclass schedulers.BaseScheduler")
@@ -142,7 +145,8 @@ class Boss:
         # SharedArrays given to this farm: kept alive (and mapped) until it is closed.
         self._shared: dict[str, SharedArray] = {}
         self._finalizer = weakref.finalize(self, _close, self._proc, self._control,
-                                           self._inbox, self._send_lock, self._shared)
+                                           self._inbox, self._send_lock, self._shared,
+                                           os.getpid())
 
     # ---- instructions -----------------------------------------------------------------
 
@@ -339,9 +343,14 @@ class Boss:
 
 
 def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
-           lock: threading.Lock, shared: dict[str, Any]) -> None:
+           lock: threading.Lock, shared: dict[str, Any], owner: int) -> None:
     """Stop the boss if it still runs, wait for it, release the pipes, and let go of
-    the SharedArrays given to it (each is removed once nothing else holds it)."""
+    the SharedArrays given to it (each is removed once nothing else holds it). In a
+    process forked from the main program (``os.fork()``) that exits, nothing is done:
+    the farm is its parent's, and a STOP_RIGHTNOW down the inherited pipe would stop
+    the parent's running tasks."""
+    if os.getpid() != owner:
+        return
     with lock:
         if not control.closed:
             if not inbox.closed:

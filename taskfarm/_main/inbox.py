@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import select
 import signal
 import subprocess
 import threading
@@ -33,6 +32,7 @@ from taskfarm._common.errors import BossDiedError, RemoteTaskError, WorkerKilled
 from taskfarm._common.messages import Goodbye, Outcome, Outcomes, Snapshot
 from taskfarm._common.processes import signal_name
 from taskfarm._common.status import TaskStatus
+from taskfarm._common.waiting import readable
 from taskfarm._common.wire import Channel, unexpected
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.ledger import Ledger, TaskRecord
@@ -57,7 +57,7 @@ class Inbox:
         self.died: BossDiedError | None = None
         self.read_lock = threading.Lock()  # held by whoever reads a message from ``conn``
         # Threads reading for themselves (see reading()); the receiver steps aside for
-        # them, woken out of its select() by a byte on the wake pipe.
+        # them, woken out of its poll() by a byte on the wake pipe.
         self.pumping = 0
         self.handled = 0      # messages handled so far, by any thread (see pump())
         self.parked = False   # the receiver is waiting in _step_aside
@@ -78,7 +78,7 @@ class Inbox:
             while not self.closed:
                 self._step_aside()
                 if not conn.buffered and not self.closed:
-                    ready, _, _ = select.select([conn.fd, wake], [], [])
+                    ready = readable((conn.fd, wake), None)
                     if wake in ready:  # a thread wants to read: step aside
                         os.read(wake, 512)
                         continue
@@ -140,7 +140,7 @@ class Inbox:
                 return True
             if not conn.buffered:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready, _, _ = select.select([conn.fd], [], [], left)
+                ready = readable((conn.fd,), left)
                 if not ready:
                     return False
             self._receive()
@@ -152,7 +152,7 @@ class Inbox:
         """With ``read_lock`` held: read and handle one message if one is still there
         (another thread may have taken it since the receiver saw it come)."""
         conn = self.conn
-        if not self.closed and (conn.buffered or select.select([conn.fd], [], [], 0)[0]):
+        if not self.closed and (conn.buffered or readable((conn.fd,), 0)):
             self._receive()
 
     def _receive(self) -> None:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from taskfarm._common.errors import BossDiedError, TaskCancelledError, TaskError
+from taskfarm._common.errors import (
+    BossDiedError,
+    SchedulerError,
+    TaskCancelledError,
+    TaskError,
+)
 from taskfarm._common.messages import Snapshot
 from taskfarm._common.status import ReportStatus, TaskStatus
 from taskfarm._main.inbox import Inbox
@@ -37,6 +42,8 @@ class Reports:
                 # One at a time: a caller may abandon the generator after any report.
                 report = ledger.next_report()
             if report is None:
+                if self.inbox.died is not None:  # not the end of the work: the boss died
+                    raise self.inbox.died
                 return
             yield report
 
@@ -106,10 +113,22 @@ class Reports:
         if report.status is not ReportStatus.FAILED:
             return None
         first = self.ledger.first_failure
+        goodbye = self.inbox.goodbye
+        if goodbye is not None and goodbye.cause == "scheduler":
+            return SchedulerError(f"{self.name}: {report.reason}")
         if first is None:  # no task failed: the boss itself did (its reason says why)
             return BossDiedError(f"{self.name} failed: {report.reason}", pid)
-        if first.exception is not None:
+        if isinstance(first.exception, Exception):
             return first.exception
+        if first.exception is not None:
+            # SystemExit or KeyboardInterrupt raised by the task: re-raised as it is, it
+            # would end the main program as if it had asked to (a failed batch_main
+            # exiting 0). It travels as the cause of a TaskError instead.
+            error = TaskError(f"task {first.name!r} raised "
+                              f"{type(first.exception).__name__}: {first.exception}",
+                              first.name, first.traceback)
+            error.__cause__ = first.exception
+            return error
         if first.status in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT):
             return TaskCancelledError(f"task {first.name!r} ended {first.status}: "
                                       f"{first.reason}", first.name)

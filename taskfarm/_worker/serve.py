@@ -256,6 +256,9 @@ def serve(task_conn: Channel, result_conn: Channel,
             outcome = Skipped(msg.tid)
         else:
             outcome = run_task(state, msg)
+            if os.getpid() != state.pid:  # a copy the task forked returned: it says nothing
+                flush_std_streams()
+                os._exit(0)
         try:
             send(outcome)
         except OSError:

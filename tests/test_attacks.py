@@ -1,0 +1,235 @@
+"""Attacks on the farm's promises, each a case that once broke: descriptors above
+1023, one Boss used from several threads, misbehaving schedulers, timeouts too large
+for poll(), a task that forks, a fork of the main program that exits, a SystemExit
+raised by a task, and a boss that dies under as_completed. Real processes, no mocks."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+from workers import Add, Blocker, Gate, Mailbox
+
+import taskfarm
+from schedulers import BaseScheduler, MaxThreadsScheduler
+from schedulers.base import Instructions, Launch, RunReport
+
+WAIT = 60
+
+
+class Forker(taskfarm.Worker):
+    """Forks in its task, and both copies return."""
+
+    forks: int
+
+    def task(self) -> int:
+        os.fork()
+        return self.forks
+
+
+class ExitsZero(taskfarm.Worker):
+    """Raises SystemExit(0) in its task."""
+
+    exit_code: int
+
+    def task(self) -> None:
+        raise SystemExit(self.exit_code)
+
+
+class _Exits:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_exit_on_load, (os.getpid(),))
+
+
+def _exit_on_load(pid: int) -> None:
+    if os.getpid() != pid:  # only where it is unpickled, never where it was made
+        raise SystemExit(3)
+
+
+class ExitingResult(taskfarm.Worker):
+    """Returns a value whose unpickling raises SystemExit in the main program."""
+
+    exiting: int
+
+    def task(self) -> Any:
+        return _Exits() if self.exiting else self.exiting
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """1,100 open descriptors: the farm's pipes get numbers above 1023."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard descriptor limit ({hard}) is too low for this test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_main_program_with_1100_open_descriptors_runs_a_farm(many_fds: None) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Add]) as boss:
+        assert boss.pid > 0
+        boss.set_instructions({}, {"x": list(range(50))})
+        boss.make_them_work()
+        seen = sorted(r.result for r in boss.as_completed(timeout=WAIT))
+        report = boss.wait_till_finished(timeout=WAIT)
+    assert seen == list(range(1, 51)) and len(report.tasks) == 50
+
+
+def test_one_boss_fed_from_four_threads_runs_every_task_once() -> None:
+    per_thread = 2500
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Add]) as boss:
+        boss.make_them_work()
+        names: list[list[str]] = [[] for _ in range(4)]
+        errors: list[BaseException] = []
+
+        def give(index: int) -> None:
+            try:
+                for start in range(0, per_thread, 250):
+                    xs = list(range(index * per_thread + start, index * per_thread + start + 250))
+                    names[index] += boss.set_instructions({}, {"x": xs})
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=give, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert not errors and not any(t.is_alive() for t in threads)
+        report = boss.wait_till_finished(timeout=WAIT)
+    given = [n for chunk in names for n in chunk]
+    assert len(given) == len(set(given)) == 4 * per_thread
+    assert sorted(t.name for t in report.tasks) == sorted(given)
+    assert sorted(t.result for t in report.tasks) == list(range(1, 4 * per_thread + 1))
+
+
+class _Raising(BaseScheduler):
+    def launchable(self, pending_instructions: Sequence[Instructions],
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
+        if workers:  # one task runs: now misbehave
+            raise ZeroDivisionError("the scheduler's own bug")
+        return list(pending_instructions[:1]), []
+
+
+class _ReturnsNone(BaseScheduler):
+    def launchable(self, pending_instructions: Sequence[Instructions],
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
+        return None  # type: ignore[return-value]
+
+
+class _ReturnsStrangers(BaseScheduler):
+    def launchable(self, pending_instructions: Sequence[Instructions],
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
+        return [{"name": "nobody"}], []
+
+
+class _ReturnsTwice(BaseScheduler):
+    def launchable(self, pending_instructions: Sequence[Instructions],
+                   workers: Mapping[str, Instructions], report: RunReport | None) -> Launch:
+        first = pending_instructions[0]
+        return [first, first], []
+
+
+def test_a_scheduler_class_instead_of_an_instance_is_refused_at_boss() -> None:
+    with pytest.raises(TypeError, match=r"pass an instance, such as MaxThreadsScheduler\(\)"):
+        taskfarm.Boss(MaxThreadsScheduler)  # type: ignore[arg-type]
+
+
+def test_a_scheduler_that_raises_ends_the_run_and_cancels_running_tasks(
+        gate: Gate, mailbox: Mailbox) -> None:
+    with taskfarm.Boss(_Raising(), workers=[Blocker]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": ["a", "b"]})
+        boss.make_them_work()
+        mailbox.read(1)  # the first task runs; the scheduler fails on its next call
+        boss.set_instructions({"gate": gate, "mailbox": mailbox, "label": "c"})
+        with pytest.raises(taskfarm.SchedulerError, match="ZeroDivisionError: the scheduler's"):
+            boss.wait_till_finished(timeout=WAIT)
+        report = boss.get_report(interim=False)
+    assert [t.status for t in report.tasks] == [taskfarm.TaskStatus.CANCELLED]
+    assert "_Raising" in (report.tasks[0].reason or "")
+    assert len(report.pending) == 2
+
+
+@pytest.mark.parametrize("scheduler, message", [
+    (_ReturnsNone(), "failed in launchable"),
+    (_ReturnsStrangers(), "returned {'name': 'nobody'}"),
+    (_ReturnsTwice(), "returned twice"),
+], ids=["none", "strangers", "twice"])
+def test_a_scheduler_that_returns_nonsense_is_named(scheduler: BaseScheduler,
+                                                     message: str) -> None:
+    with taskfarm.Boss(scheduler, workers=[Add]) as boss:
+        boss.set_instructions({}, {"x": [1, 2]})
+        boss.make_them_work()
+        with pytest.raises(taskfarm.SchedulerError, match=type(scheduler).__name__) as caught:
+            boss.wait_till_finished(timeout=WAIT)
+    assert message in str(caught.value)
+
+
+def test_a_timeout_beyond_what_poll_can_wait_simply_works() -> None:
+    report = taskfarm.batch_main({"timeout": 1e10}, {"x": [1, 2]}, worker=Add,
+                                 scheduler=MaxThreadsScheduler(2), print_report=None)
+    assert sorted(report.results.values()) == [2, 3]
+
+
+def test_a_task_that_forks_is_reported_once_and_the_farm_goes_on() -> None:
+    report = taskfarm.batch_main({}, {"forks": [1, 2, 3, 4]}, worker=Forker,
+                                 scheduler=MaxThreadsScheduler(1), print_report=None)
+    assert sorted(report.results.values()) == [1, 2, 3, 4]
+
+
+def test_a_fork_of_the_main_program_that_exits_leaves_the_farm_alone(
+        gate: Gate, mailbox: Mailbox) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Blocker]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox, "label": "x"})
+        boss.make_them_work()
+        mailbox.read(1)
+        pid = os.fork()
+        if pid == 0:  # the child ends as a program does: its exit handlers run
+            try:
+                raise SystemExit(0)
+            finally:
+                import atexit
+                atexit._run_exitfuncs()
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        gate.release()
+        report = boss.wait_till_finished(timeout=WAIT)
+    assert [t.status for t in report.tasks] == [taskfarm.TaskStatus.DONE]
+
+
+def test_a_task_raising_systemexit_0_fails_the_run_as_a_task_error() -> None:
+    with pytest.raises(taskfarm.TaskError, match="SystemExit") as caught:
+        taskfarm.batch_main({}, {"exit_code": [0]}, worker=ExitsZero, print_report=None)
+    assert isinstance(caught.value.__cause__, SystemExit)
+
+
+def test_a_result_whose_unpickling_raises_systemexit_fails_only_its_task() -> None:
+    report = taskfarm.batch_main({}, {"exiting": [1, 0]}, worker=ExitingResult,
+                                 on_error="continue", scheduler=MaxThreadsScheduler(1),
+                                 print_report=None)
+    statuses = {t.name: t.status for t in report.tasks}
+    assert sorted(statuses.values()) == ["done", "failed"]
+    failed = report.failures[0]
+    assert "could not be unpickled in the main program: SystemExit" in (failed.reason or "")
+
+
+def test_as_completed_raises_when_the_boss_dies(gate: Gate, mailbox: Mailbox) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Blocker]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": ["a", "b"]})
+        boss.make_them_work()
+        mailbox.read(1)
+        os.kill(boss.pid, signal.SIGKILL)
+        with pytest.raises(taskfarm.BossDiedError, match="SIGKILL"):
+            list(boss.as_completed(timeout=WAIT))
