@@ -69,8 +69,10 @@ class PoliteScheduler(Limited):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0 < value <= 1:
                 raise ValueError(f"{name} must be a fraction in (0, 1], got {value!r}")
-        if isinstance(recheck, bool) or not isinstance(recheck, (int, float)) or recheck <= 0:
-            raise ValueError(f"recheck must be a positive number of seconds, got {recheck!r}")
+        if isinstance(recheck, bool) or not isinstance(recheck, (int, float)) \
+                or not recheck > 0 or not math.isfinite(recheck):
+            raise ValueError(f"recheck must be a positive, finite number of seconds, "
+                             f"got {recheck!r}")
         self.max_threads = _thread_count(max_threads)
         self.max_load = float(max_load)
         self.min_available = float(min_available)

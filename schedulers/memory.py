@@ -14,6 +14,7 @@ budget is full), so their cost does not grow with the number of tasks queued.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -140,5 +141,6 @@ class LongerFirstScheduler(MaxMemoryScheduler):
 
 
 def _positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of MiB, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive, finite number of MiB, got {value!r}")

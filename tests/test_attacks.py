@@ -233,3 +233,62 @@ def test_as_completed_raises_when_the_boss_dies(gate: Gate, mailbox: Mailbox) ->
         os.kill(boss.pid, signal.SIGKILL)
         with pytest.raises(taskfarm.BossDiedError, match="SIGKILL"):
             list(boss.as_completed(timeout=WAIT))
+
+
+class Shadow(taskfarm.Worker):
+    """Accepts undeclared keys; declares a default used in name templates."""
+
+    accept_undeclared = True
+    shade: int
+    run: int = 7
+
+
+@pytest.mark.parametrize("common, individual, message", [
+    ({"timeout": float("nan")}, {"x": [1]}, "timeout must be a positive, finite"),
+    ({"timeout": float("inf")}, {"x": [1]}, "timeout must be a positive, finite"),
+    ({"memory": float("nan")}, {"x": [1]}, "'memory' must be a finite number"),
+    ({"expected_time": float("inf")}, {"x": [1]}, "'expected_time' must be a finite"),
+    ({"name": ""}, {"x": [1]}, "non-empty str"),
+    ({"retries": 1, "retry_on": [["failed"]]}, {"x": [1]}, "retry_on must list endings"),
+    ({"retry_memory": float("nan")}, {"x": [1]}, "retry_memory must be a factor"),
+], ids=["nan-timeout", "inf-timeout", "nan-memory", "inf-expected-time", "empty-name",
+        "retry-on-list", "nan-retry-memory"])
+def test_bad_numbers_and_names_are_refused_at_the_call(
+        common: dict[str, Any], individual: dict[str, Any], message: str) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Add]) as boss:
+        with pytest.raises(taskfarm.InstructionError, match=message):
+            boss.set_instructions(common, individual)
+
+
+def test_a_name_template_naming_a_method_is_refused() -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Shadow]) as boss:
+        with pytest.raises(taskfarm.InstructionError, match=r"refers to \[task\]"):
+            boss.set_instructions({"name": "n_[task]"}, {"shade": [1]})
+        assert boss.set_instructions({"name": "n_[run]_[shade]"}, {"shade": [1]}) == ["n_7_1"]
+
+
+def test_an_undeclared_key_may_not_replace_a_method() -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Shadow]) as boss:
+        with pytest.raises(taskfarm.NoMatchingWorkerError, match="'task' would replace"):
+            boss.set_instructions({"task": 3}, {"shade": [1]})
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: __import__("schedulers").PoliteScheduler(recheck=float("nan")), "recheck"),
+    (lambda: __import__("schedulers").MaxMemoryScheduler(max_memory=float("nan")),
+     "max_memory"),
+    (lambda: __import__("schedulers").MaxMemoryScheduler(max_memory=float("inf")),
+     "max_memory"),
+], ids=["polite-nan-recheck", "memory-nan", "memory-inf"])
+def test_bad_scheduler_numbers_are_refused(make: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_huge_recheck_period_simply_works() -> None:
+    from schedulers import PoliteScheduler
+
+    scheduler = PoliteScheduler(max_threads=1, recheck=1e10, probe=lambda: (0.0, 1.0))
+    report = taskfarm.batch_main({}, {"x": [1]}, worker=Add, scheduler=scheduler,
+                                 print_report=None)
+    assert report.results == {report.tasks[0].name: 2}

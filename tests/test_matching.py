@@ -141,7 +141,7 @@ def test_names_default_unique_templates_expand_duplicates_refused() -> None:
 
 def test_builtin_numbers_are_checked() -> None:
     assert _prepare({"x": 1, "memory": 512, "expected_time": 2}).tasks[0].view["memory"] == 512.0
-    with pytest.raises(taskfarm.InstructionError, match="'memory' must be >= 0"):
+    with pytest.raises(taskfarm.InstructionError, match="'memory' must be a finite number >= 0"):
         _prepare({"x": 1, "memory": -1})
     with pytest.raises(taskfarm.NoMatchingWorkerError, match="'expected_time' must be float"):
         _prepare({"x": 1, "expected_time": "long"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers import Journal
+from workers import Gate, Journal, Mailbox
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
@@ -80,3 +80,40 @@ def test_one_task_at_a_time_never_misses_its_report() -> None:
             boss.set_instructions({}, {"x": [i]})
             report = next(boss.as_completed(timeout=10))
             assert report.result == i + 1
+
+
+def test_no_task_waits_behind_a_long_one_while_a_worker_idles(gate: Gate,
+                                                              mailbox: Mailbox) -> None:
+    """A long task first, short ones after, on two workers: the short ones all run on
+    the other worker while the long one still blocks (none is queued behind it)."""
+    from workers import Add, Blocker
+
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Add, Blocker]) as boss:
+        boss.set_instructions({"gate": gate, "mailbox": mailbox, "label": "long"})
+        names = boss.set_instructions({}, {"x": [1, 2, 3]})
+        boss.make_them_work()
+        stream = boss.as_completed(timeout=30)
+        done = [next(stream).name for _ in names]   # TimeoutError if one waits behind
+        assert sorted(done) == sorted(names)
+        gate.release()
+        report = boss.wait_till_finished(timeout=30)
+    assert all(t.ok for t in report.tasks)
+
+
+def test_tasks_queued_behind_a_hung_one_are_taken_back(tmp_path: Path, gate: Gate,
+                                                       mailbox: Mailbox) -> None:
+    """Tiny tasks (so queues are deep) with one that hangs among them: every tiny task
+    still runs, exactly once, while the hung one blocks."""
+    from workers import Blocker
+
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Journal, Blocker]) as boss:
+        first = boss.set_instructions({"out_dir": str(tmp_path)}, {"spin": [0] * 300})
+        boss.set_instructions({"gate": gate, "mailbox": mailbox, "label": "hung"})
+        last = boss.set_instructions({"out_dir": str(tmp_path)}, {"spin": [0] * 300})
+        boss.make_them_work()
+        stream = boss.as_completed(timeout=30)
+        ended = {next(stream).name for _ in range(len(first) + len(last))}
+        assert ended == set(first) | set(last)
+        gate.release()
+        boss.wait_till_finished(timeout=30)
+    assert [n for n in first + last if _runs(tmp_path, n) != 1] == []

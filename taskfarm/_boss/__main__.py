@@ -14,7 +14,7 @@ import traceback
 from taskfarm._boss.launcher import default_native_threads
 from taskfarm._boss.loop import BossLoop, ParentGone
 from taskfarm._common.messages import Configure, Goodbye
-from taskfarm._common.processes import unlink_shared
+from taskfarm._common.processes import TAKE_BACK_SIGNAL, unlink_shared
 from taskfarm._common.status import ReportStatus
 from taskfarm._common.wire import Channel, unexpected
 
@@ -23,6 +23,8 @@ def main(argv: list[str]) -> int:
     """Entry point: ``python -m taskfarm._boss CONTROL_FD REPORT_FD PARENT_PID``."""
     control_fd, report_fd, parent_pid = (int(a) for a in argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
+    # Workers inherit it blocked, and let it in once they handle it (_worker/queue.py).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {TAKE_BACK_SIGNAL})
     control = Channel(control_fd)
     reports = Channel(report_fd)
     try:

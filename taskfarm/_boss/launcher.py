@@ -14,7 +14,7 @@ from typing import Any
 from taskfarm._boss.backend import Backend, Slot
 from taskfarm._boss.batches import Batches
 from taskfarm._boss.deadlines import Deadlines
-from taskfarm._boss.prefetch import Prefetch
+from taskfarm._boss.prefetch import MAX_PACE, Prefetch
 from taskfarm._boss.tasks import InstructionSet, Task, TaskBook
 from taskfarm._common.errors import SchedulerError
 from taskfarm._common.messages import SETTING_KEYS, RunTask
@@ -35,6 +35,7 @@ class Launcher:
         self._isolated = isolated    # every class runs isolated
         self._verbose = verbose
         self._recheck_after = getattr(scheduler, "recheck_after", None)
+        self._rebalance_due = False  # a rebalance is scheduled
 
     def launch(self) -> None:
         """Start every pending task the scheduler allows now, refill busy slots, and
@@ -45,7 +46,7 @@ class Launcher:
             return
         for task in self._ask(book.running_view):
             self.start(task, None)
-        if self.prefetch.enabled:
+        if self.prefetch.worthwhile:
             self._refill()
         self.backend.flush()
         if book.pending and self._recheck_after is not None:
@@ -123,10 +124,42 @@ class Launcher:
             how = "queued" if behind is not None else "launched"
             print(f"[taskfarm boss] {how} {task.name} on pid {slot.pid}", file=sys.stderr)
 
-    def take_back_queued(self) -> None:
-        """HALT, STOP: ask every slot not to start the tasks queued behind its current
-        one (those that had not started come back as pending)."""
-        busy = [slot for slot in self.backend.slots() if len(slot.tasks) > 1]
+    def rebalance(self) -> None:
+        """A slot idles and nothing is pending: take back the tasks queued behind a
+        task that has run longer than ``MAX_PACE`` (they come back pending and start
+        on the idle slot), so that no worker idles while a task waits behind a long or
+        hung one. Behind a younger task, look again ``MAX_PACE`` later: tiny tasks
+        finish sooner than a take-back would take."""
+        if self._rebalance_due:
+            return
+        slots = list(self.backend.slots())
+        if self.book.pending or not any(not s.tasks and s.doom is None and not s.isolated
+                                        for s in slots):
+            return
+        now, late, young = time.time(), [], False
+        for slot in slots:
+            if len(slot.tasks) > 1 and slot.doom is None:
+                started = slot.tasks[0].started
+                if started is not None and now - started > MAX_PACE:
+                    late.append(slot)
+                else:
+                    young = True
+        if late:
+            self.take_back_queued(late)
+        if young:
+            self._rebalance_due = True
+            self.deadlines.after(MAX_PACE, self._rebalance_later)
+
+    def _rebalance_later(self) -> None:
+        self._rebalance_due = False
+        self.rebalance()
+
+    def take_back_queued(self, slots: list[Slot] | None = None) -> None:
+        """HALT, STOP (every slot), or a rebalance (the ``slots`` given): ask the
+        slots not to start the tasks queued behind their current one (those that had
+        not started come back as pending)."""
+        busy = [slot for slot in (self.backend.slots() if slots is None else slots)
+                if len(slot.tasks) > 1]
         for slot, tid in self.prefetch.queued_to_take_back(busy):
             self.backend.take_back(slot, tid)
         self.backend.flush()

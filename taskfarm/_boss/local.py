@@ -29,9 +29,11 @@ from taskfarm._boss.zygote import Zygote
 from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
 from taskfarm._common.messages import Outcome, RunTask, Skip, Skipped, WorkerClassSpec
 from taskfarm._common.processes import (
+    TAKE_BACK_SIGNAL,
     ExitInfo,
     begin_termination,
     flush_std_streams,
+    kill_quietly,
     reap,
     terminate,
 )
@@ -44,7 +46,7 @@ START_METHODS = ("fork", "spawn")
 class WorkerProcess:
     """The boss's handle on one worker process (a :class:`~taskfarm._boss.backend.Slot`)."""
 
-    __slots__ = ("classes", "commons", "doom", "isolated", "outgoing", "pid", "pidfd",
+    __slots__ = ("classes", "commons", "doom", "isolated", "nudge", "outgoing", "pid", "pidfd",
                  "result_conn", "task_conn", "tasks", "zygote")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
@@ -59,6 +61,7 @@ class WorkerProcess:
         self.tasks: deque[Task] = deque()
         self.outgoing: list[RunTask | Skip] = []  # written in one go by flush()
         self.doom: Doom | None = None
+        self.nudge = False                 # a Skip is in outgoing: signal it once written
         self.zygote: Zygote | None = None   # its parent, when not the boss (isolated mode)
 
     def __repr__(self) -> str:
@@ -104,10 +107,14 @@ class LocalBackend:
     def flush(self) -> None:
         for proc in self._unsent:
             self._write(proc)
+            if proc.nudge:  # answer the Skips now, even in the middle of a long task
+                proc.nudge = False
+                kill_quietly(proc.pid, TAKE_BACK_SIGNAL)
         self._unsent.clear()
 
     def take_back(self, slot: WorkerProcess, tid: int) -> None:
         self._queue(slot, Skip(tid))  # after the task it names, in the same write
+        slot.nudge = True             # and a signal once written (see flush)
 
     def drain(self, slot: WorkerProcess) -> None:
         conn = slot.result_conn

@@ -133,7 +133,7 @@ class BossLoop:
                 except SchedulerError as exc:  # running tasks are cancelled, with why
                     self._cause = "scheduler"
                     self._cancel(FarmState.FAILED, str(exc), f"the run ended: {exc}")
-            elif lifecycle.state is FarmState.CANCELLING:
+            if lifecycle.state is FarmState.CANCELLING:
                 self._stop_busy_slots()
             self._check_done()
             self._flush()
@@ -240,18 +240,16 @@ class BossLoop:
         """Outcomes (and answers to take-backs) a slot sent, in order."""
         book, prefetch = self.book, self.prefetch
         for msg in msgs:
-            if not slot.tasks or slot.tasks[0].tid != msg.tid:
-                continue  # a slot answers its tasks in order; anything else is ignored
-            task = slot.tasks.popleft()
-            # The task queued behind started as this message was sent; say so before
-            # it is finished, which may stop the slot (fail-fast).
-            if slot.tasks and slot.tasks[0].tid not in prefetch.skipping:
-                book.begin(slot.tasks[0], time.time())
-                self._began(slot.tasks[0])
-            prefetch.skipping.discard(task.tid)
-            if isinstance(msg, Skipped):
-                book.requeue(task)
+            if isinstance(msg, Skipped):  # a queued task it will never start, any order
+                self._skipped(slot, msg.tid)
                 continue
+            if not slot.tasks or slot.tasks[0].tid != msg.tid:
+                continue  # a slot reports its tasks in order; anything else is ignored
+            task = slot.tasks.popleft()
+            # The task queued behind started as this outcome was sent; say so before
+            # it is finished, which may stop the slot (fail-fast).
+            self._next_began(slot)
+            prefetch.skipping.discard(task.tid)
             if msg.started is not None:
                 prefetch.learn(msg.ended - msg.started)
             if task.state is TaskState.QUEUED:  # asked back too late: it had started
@@ -259,8 +257,30 @@ class BossLoop:
             self.endings.finish(task, msg)
         if not slot.tasks:
             self.backend.idle(slot)
+            if not book.pending and prefetch.enabled:
+                self.launcher.rebalance()
         elif slot.doom is None and not slot.isolated and prefetch.wants_more(slot):
             prefetch.unfed.add(slot)
+
+    def _skipped(self, slot: Slot, tid: int) -> None:
+        """A slot will never start this queued task: it is pending again."""
+        for index, task in enumerate(slot.tasks):
+            if task.tid == tid:
+                del slot.tasks[index]
+                self.prefetch.skipping.discard(tid)
+                self.book.requeue(task)
+                if index == 0:
+                    self._next_began(slot)
+                return
+
+    def _next_began(self, slot: Slot) -> None:
+        """The slot moved on to the task queued first, unless that one is being
+        taken back (its Skip will say whether it started)."""
+        if slot.tasks:
+            task = slot.tasks[0]
+            if task.state is TaskState.QUEUED and task.tid not in self.prefetch.skipping:
+                self.book.begin(task, time.time())
+                self._began(task)
 
     def on_exit(self, slot: Slot, info: ExitInfo) -> None:
         """A slot's process ended; every outcome it wrote was delivered first."""

@@ -7,6 +7,12 @@ moment the current one ends, without waiting for the boss; tiny tasks then trave
 many to a write and their outcomes come back many to a read. The depth follows the
 recent pace of tasks: enough to cover ``QUEUE_SECONDS`` of work, at most
 ``MAX_DEPTH`` tasks. Tasks longer than a millisecond are queued one at a time.
+
+Prefetch is for tiny tasks, where it matters: nothing is queued until the pace is
+known (a first task has ended) and while it is slower than ``MAX_PACE``, since a task
+queued behind a long one waits for it while another worker may idle. And when a slot
+runs out of work with nothing pending, the tasks queued behind busy slots are taken
+back, to start at once on the idle one (see ``BossLoop.on_messages``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from taskfarm._boss.backend import Slot
 # tasks, behind a running task.
 QUEUE_SECONDS = 0.002
 MAX_DEPTH = 32
+# Queue nothing while tasks take longer than this, on average, at the recent pace.
+MAX_PACE = 0.01
 
 
 class Prefetch:
@@ -41,6 +49,11 @@ class Prefetch:
         mean = seconds if seconds >= mean or mean == math.inf else mean + (seconds - mean) * 0.05
         self.mean_duration = mean
         self.depth = max(1, min(MAX_DEPTH, int(QUEUE_SECONDS / max(mean, 1e-7))))
+
+    @property
+    def worthwhile(self) -> bool:
+        """Tasks are known to be tiny: queueing behind a running one pays."""
+        return self.enabled and self.mean_duration <= MAX_PACE
 
     def wants_more(self, slot: Slot) -> bool:
         """A busy slot's queue is down to half its depth: refill it (in batches)."""

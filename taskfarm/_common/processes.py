@@ -28,6 +28,11 @@ BOSS_EXIT_WAIT = 2.0
 
 _PR_SET_PDEATHSIG = 1
 
+# Sent by the boss to a worker after writing a Skip for a task queued behind the one
+# it runs, so that the worker answers while that task still runs (see
+# taskfarm._worker.queue). A task must not install a handler of its own for it.
+TAKE_BACK_SIGNAL = signal.SIGUSR2
+
 # Where SharedArray segments live, and how their names start (see taskfarm._common.shared_array).
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = "taskfarm-"

@@ -6,6 +6,7 @@ class attribute of its own), else from the whole run (Boss options).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -56,21 +57,25 @@ def _policy_base(cls: type[Worker], common: Mapping[str, Any],
 
 
 def check_policies(values: Mapping[str, Any], where: str) -> None:
-    """Raise InstructionError for a negative timeout or retries, an unknown retry_on."""
+    """Raise InstructionError for a timeout that is not a positive finite number
+    (NaN and infinity included: None means no timeout), negative retries, an unknown
+    retry_on, a retry_memory below 1."""
     timeout = values.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout <= 0):
-        raise InstructionError(f"{where}: timeout must be a positive number of seconds, "
-                               f"got {timeout!r}")
+                                or not timeout > 0 or not math.isfinite(timeout)):
+        raise InstructionError(f"{where}: timeout must be a positive, finite number of "
+                               f"seconds (None: no timeout), got {timeout!r}")
     retries = values.get("retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InstructionError(f"{where}: retries must be an int >= 0, got {retries!r}")
     retry_on = values.get("retry_on", ())
-    if isinstance(retry_on, str) or not set(retry_on) <= RETRYABLE:
+    if isinstance(retry_on, str) or not isinstance(retry_on, (list, tuple, set, frozenset)) \
+            or not all(isinstance(e, str) and e in RETRYABLE for e in retry_on):
         raise InstructionError(f"{where}: retry_on must list endings among "
-                               f"{sorted(RETRYABLE)}, got {retry_on!r}")
+                               f"{sorted(map(str, RETRYABLE))}, got {retry_on!r}")
     factor = values.get("retry_memory", 1.0)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1 \
+            or not math.isfinite(factor):
         raise InstructionError(f"{where}: retry_memory must be a factor >= 1, got {factor!r}")
 
 

@@ -13,6 +13,7 @@ is a few dict look-ups per value.
 
 from __future__ import annotations
 
+import math
 import numbers
 import pathlib
 import re
@@ -198,10 +199,17 @@ def _check_keys(cls: type[Worker], attrs: Mapping[str, Attribute], keys: set[str
     missing = sorted(n for n, a in attrs.items() if a.required and n not in keys and n != "name")
     if missing:
         return f"missing required {', '.join(map(repr, missing))}"
+    unknown = sorted(keys - attrs.keys())
     if not cls.accept_undeclared:
-        unknown = sorted(keys - attrs.keys())
         if unknown:
             return f"does not declare {', '.join(map(repr, unknown))}"
+        return None
+    # An undeclared key becomes an attribute of the task's Worker: one that names a
+    # method or another attribute of the class (``task``, ``on_stop``) would replace it.
+    shadowing = [key for key in unknown if key.startswith("_") or hasattr(cls, key)]
+    if shadowing:
+        return (f"undeclared {', '.join(map(repr, shadowing))} would replace the class's "
+                "own attribute of that name: rename the instruction")
     return None
 
 
@@ -271,27 +279,32 @@ def _task_name(cls: type[Worker], tid: int, values: Mapping[str, Any]) -> str:
     name = values.get("name")
     if name is None:
         return f"{cls.__name__}-{tid}"
-    if not isinstance(name, str):
-        raise InstructionError(f"task name must be a str, got {name!r}")
+    if not isinstance(name, str) or not name:
+        raise InstructionError(f"task name must be a non-empty str, got {name!r}")
 
     def field(match: re.Match[str]) -> str:
         key = match.group(1)
         if key in values:
             return str(values[key])
-        default = getattr(cls, key, None)
-        if default is None:
+        attr = declared_attributes(cls).get(key)
+        if attr is None or attr.required or attr.default is None:
             raise InstructionError(f"name template {name!r} refers to [{key}], which the "
-                                   "instruction set does not give")
-        return str(default)
+                                   "instruction set does not give and the Worker class "
+                                   "does not declare with a default")
+        return str(attr.default)
 
-    return _TEMPLATE.sub(field, name) if "[" in name else name
+    expanded = _TEMPLATE.sub(field, name) if "[" in name else name
+    if not expanded:
+        raise InstructionError(f"name template {name!r} expands to an empty task name")
+    return expanded
 
 
 def _check_builtin_numbers(index: int, values: Mapping[str, Any]) -> None:
     for key in BUILTIN_NUMBERS:
         value = values.get(key)
-        if value is not None and value < 0:
-            raise InstructionError(f"instruction set #{index}: {key!r} must be >= 0, got {value!r}")
+        if value is not None and (not value >= 0 or not math.isfinite(value)):
+            raise InstructionError(f"instruction set #{index}: {key!r} must be a finite "
+                                   f"number >= 0, got {value!r}")
 
 
 def split_simple(view: Mapping[str, Any], keys: Iterable[str]) -> tuple[dict[str, Any],

@@ -21,21 +21,21 @@ import resource
 import signal
 import time
 import traceback
-from collections import deque
 from typing import Any, NoReturn, TypeVar
 
 import cloudpickle
 import tblib
 
-from taskfarm._common.messages import Outcome, RunTask, Skip, Skipped
+from taskfarm._common.messages import Outcome, RunTask
 from taskfarm._common.processes import (
     THREAD_VARIABLES,
     close_all_but,
     die_with_parent,
     flush_std_streams,
 )
-from taskfarm._common.wire import Channel, blob, unexpected
+from taskfarm._common.wire import Channel, blob
 from taskfarm._common.worker_class import Worker
+from taskfarm._worker.queue import TaskQueue
 
 _T = TypeVar("_T")
 
@@ -218,47 +218,33 @@ def serve(task_conn: Channel, result_conn: Channel,
     """Run tasks until the boss closes the task pipe. A worker forked by a zygote
     (isolated mode) has its class ``preloaded``.
 
-    The boss may queue a task behind the one running (so that the next one starts
-    without waiting for the boss) and take it back with a Skip before it starts. So
-    before starting a task, everything already readable is read; a Skip for that task
-    means it is not started.
+    The boss may queue tasks behind the one running (so that the next one starts
+    without waiting for the boss) and take them back before they start: see
+    :mod:`taskfarm._worker.queue`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_requested)
     state = _State()
     if preloaded:
         state.classes.update(preloaded)
-    recv, send, readable = task_conn.recv, result_conn.send, task_conn.poll
-    ahead: deque[RunTask] = deque()   # tasks read, in order
-    skipped: set[int] = set()         # tasks in ``ahead`` asked back
+    queue = TaskQueue(task_conn, result_conn)
+    queue.listen()
+    send = result_conn.send
     while True:
         try:
-            msg = ahead.popleft() if ahead else recv()
-            if isinstance(msg, Skip):
-                continue  # for a task that already ran: too late
-            if not isinstance(msg, RunTask):
-                raise unexpected(msg, "a worker process")
-            while readable():
-                more = recv()
-                if isinstance(more, RunTask):
-                    ahead.append(more)
-                elif not isinstance(more, Skip):
-                    raise unexpected(more, "a worker process")
-                elif more.tid == msg.tid or any(t.tid == more.tid for t in ahead):
-                    skipped.add(more.tid)
+            msg = queue.next()
         except (EOFError, OSError):
             return
         except StopRequested:  # stopped while idle
             _end_by_sigterm()
-        outcome: Outcome | Skipped
-        if msg.tid in skipped:
-            skipped.discard(msg.tid)
-            outcome = Skipped(msg.tid)
-        else:
+        queue.running = True
+        try:
             outcome = run_task(state, msg)
-            if os.getpid() != state.pid:  # a copy the task forked returned: it says nothing
-                flush_std_streams()
-                os._exit(0)
+        finally:
+            queue.running = False
+        if os.getpid() != state.pid:  # a copy the task forked returned: it says nothing
+            flush_std_streams()
+            os._exit(0)
         try:
             send(outcome)
         except OSError:
@@ -285,7 +271,7 @@ def run_worker(task_r: int, result_w: int,
 
 
 def main(argv: list[str]) -> None:
-    """Entry point for the 'spawn' start method: ``python -m taskfarm._common.worker_class_process
+    """Entry point for the 'spawn' start method: ``python -m taskfarm._worker
     TASK_FD RESULT_FD BOSS_PID``."""
     task_fd, result_fd, boss_pid = (int(a) for a in argv)
     die_with_parent()
