@@ -60,6 +60,16 @@ class ExitingResult(taskfarm.Worker):
         return _Exits() if self.exiting else self.exiting
 
 
+class Padded(taskfarm.Worker):
+    """Carries a large value it does not use."""
+
+    padded: int
+    pad: bytes
+
+    def task(self) -> int:
+        return self.padded
+
+
 @pytest.fixture
 def many_fds() -> Iterator[None]:
     """1,100 open descriptors: the farm's pipes get numbers above 1023."""
@@ -292,3 +302,36 @@ def test_a_huge_recheck_period_simply_works() -> None:
     report = taskfarm.batch_main({}, {"x": [1]}, worker=Add, scheduler=scheduler,
                                  print_report=None)
     assert report.results == {report.tasks[0].name: 2}
+
+
+def test_ctrl_c_in_the_middle_of_a_frame_never_leaves_half_of_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT raised while set_instructions is halfway through writing its frame
+    (the pipe write is slowed to 64 KiB a call, and the signal sent after the third):
+    the call is given whole, the KeyboardInterrupt arrives once it is, and the farm
+    neither hangs nor loses a task."""
+    from taskfarm._common import wire
+
+    writes = 0
+    real_write = os.write
+
+    def slow_write(fd: int, data: Any) -> int:
+        nonlocal writes
+        writes += 1
+        if writes == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_write(fd, memoryview(data)[:1 << 16])
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Padded]) as boss:
+            boss.make_them_work()
+            monkeypatch.setattr(wire.os, "write", slow_write)
+            with pytest.raises(KeyboardInterrupt):
+                boss.set_instructions({"pad": b"x" * (1 << 20)}, {"padded": list(range(20))})
+            monkeypatch.undo()
+            assert writes > 3, "the frame was written in one go: the test proves nothing"
+            report = boss.wait_till_finished(timeout=WAIT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(t.status for t in report.tasks) == ["done"] * 20

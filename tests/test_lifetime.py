@@ -3,12 +3,14 @@ farm is gone within 2 seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,6 +25,9 @@ TESTS = Path(__file__).parent
 
 SCRIPT = textwrap.dedent("""
     import os, sys, signal, time
+    # A runner started with SIGINT ignored (nohup, a background job) passes that on:
+    # this program needs Ctrl-C to raise KeyboardInterrupt, as in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     import taskfarm
     from schedulers import MaxThreadsScheduler
@@ -56,6 +61,19 @@ def _run(tmp_path: Path, gate: Gate, mailbox: Mailbox,
     return proc, first
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Run the block; whatever happens in it (a failing assertion included), end with
+    the program and every process of its session gone."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+
+
 def _worker_pids(mailbox: Mailbox, count: int = 2) -> list[int]:
     return [int(line.split()[2]) for line in mailbox.read(count)]
 
@@ -74,7 +92,7 @@ def _assert_gone(pids: list[int]) -> None:
 
 def test_main_program_killed_by_sigkill(tmp_path: Path, gate: Gate, mailbox: Mailbox) -> None:
     proc, boss_pid = _run(tmp_path, gate, mailbox, "wait")
-    with proc:
+    with _reaped(proc):
         workers = _worker_pids(mailbox)
         proc.kill()
     _assert_gone([boss_pid, *workers])
@@ -83,7 +101,7 @@ def test_main_program_killed_by_sigkill(tmp_path: Path, gate: Gate, mailbox: Mai
 def test_main_program_ends_without_closing_its_boss(tmp_path: Path, gate: Gate,
                                                     mailbox: Mailbox) -> None:
     proc, boss_pid = _run(tmp_path, gate, mailbox, "exit")
-    with proc:
+    with _reaped(proc):
         workers = _worker_pids(mailbox)
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -94,7 +112,7 @@ def test_main_program_ends_without_closing_its_boss(tmp_path: Path, gate: Gate,
 def test_ctrl_c_during_batch_main_leaves_no_process(tmp_path: Path, gate: Gate,
                                                     mailbox: Mailbox) -> None:
     proc, main_pid = _run(tmp_path, gate, mailbox, "batch")
-    with proc:
+    with _reaped(proc):
         workers = _worker_pids(mailbox)
         family = [p.pid for p in psutil.Process(main_pid).children(recursive=True)]
         os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
@@ -107,7 +125,7 @@ def test_ctrl_c_during_batch_main_leaves_no_process(tmp_path: Path, gate: Gate,
 def test_sigterm_during_batch_main_exits_143_after_the_partial_report(
         tmp_path: Path, gate: Gate, mailbox: Mailbox) -> None:
     proc, main_pid = _run(tmp_path, gate, mailbox, "batch")
-    with proc:
+    with _reaped(proc):
         workers = _worker_pids(mailbox)
         family = [p.pid for p in psutil.Process(main_pid).children(recursive=True)]
         os.kill(main_pid, signal.SIGTERM)
@@ -137,3 +155,4 @@ def test_boss_killed_is_a_clear_error_and_its_workers_go(gate: Gate, mailbox: Ma
         with pytest.raises(taskfarm.BossDiedError):
             boss.set_instructions({"label": "c", "gate": gate, "mailbox": mailbox})
         _assert_gone(workers)
+

@@ -31,6 +31,7 @@ from taskfarm._common.worker_class import Worker
 from taskfarm._main.batch import Rules, prepare_batch
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.inbox import Inbox
+from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.policies import check_policies
 from taskfarm._main.prepare import resolve_worker
@@ -172,13 +173,14 @@ class Boss:
                                   self._next_batch, self._class_keys)
             if not batch.names:
                 return []
-            # Everything pickled: from here on nothing can fail because of the input.
-            self._shared.update((array.name, array) for array in batch.shared)
-            self._class_keys = batch.class_keys
-            self._next_batch += 1
-            ledger.add(batch.records)
-            with self._send_lock:
+            # Everything pickled: from here on nothing can fail because of the input,
+            # and a Ctrl-C waits until the call has been given whole (interrupts.py).
+            with self._send_lock, sigint_held():
                 self._check_open("give instructions")
+                self._shared.update((array.name, array) for array in batch.shared)
+                self._class_keys = batch.class_keys
+                self._next_batch += 1
+                ledger.add(batch.records)
                 for frame in batch.frames:
                     self._control.send_pickled(frame)
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
@@ -242,7 +244,7 @@ class Boss:
 
     def _send(self, msg: Message) -> None:
         frame = dumps(msg)
-        with self._send_lock:
+        with self._send_lock, sigint_held():
             self._check_open("send to the boss")
             try:
                 self._control.send_pickled(frame)

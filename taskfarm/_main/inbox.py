@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import signal
 import subprocess
 import threading
 import time
@@ -35,6 +34,7 @@ from taskfarm._common.status import TaskStatus
 from taskfarm._common.waiting import readable
 from taskfarm._common.wire import Channel, unexpected
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
+from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger, TaskRecord
 from taskfarm._main.report import TaskReport
 
@@ -159,16 +159,11 @@ class Inbox:
         """With ``read_lock`` held and a message there: read and handle it."""
         # Ctrl-C waits until the message is read and handled: neither half a message
         # nor a report read but not yet kept can be lost to it.
-        on_main = threading.current_thread() is threading.main_thread()
-        if on_main:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            self._handle(self.conn.recv())
-        except (EOFError, OSError):
-            self._gone()
-        finally:
-            if on_main:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        with sigint_held():
+            try:
+                self._handle(self.conn.recv())
+            except (EOFError, OSError):
+                self._gone()
 
     def _handle(self, msg: Any) -> None:
         with self.cond:
