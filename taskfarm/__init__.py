@@ -41,6 +41,7 @@ _PUBLIC = {
     "ReportStatus": "_common.status",
     "SchedulerError": "_common.errors",
     "SharedArray": "_common.shared_array",
+    "SharedSpaceError": "_common.errors",
     "Signal": "_common.messages",
     "TaskCancelledError": "_common.errors",
     "TaskError": "_common.errors",
@@ -65,6 +66,7 @@ if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps bot
     from ._common.errors import NoMatchingWorkerError as NoMatchingWorkerError
     from ._common.errors import RemoteTaskError as RemoteTaskError
     from ._common.errors import SchedulerError as SchedulerError
+    from ._common.errors import SharedSpaceError as SharedSpaceError
     from ._common.errors import TaskCancelledError as TaskCancelledError
     from ._common.errors import TaskError as TaskError
     from ._common.errors import TaskfarmError as TaskfarmError

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import psutil
 import pytest
 from workers import Add, Blocker, Gate, Mailbox
 
@@ -335,3 +337,78 @@ def test_ctrl_c_in_the_middle_of_a_frame_never_leaves_half_of_it(
     finally:
         signal.signal(signal.SIGINT, previous)
     assert sorted(t.status for t in report.tasks) == ["done"] * 20
+
+
+class Lonely(taskfarm.Worker):
+    """An isolated class: each task in a fresh process, forked by its zygote."""
+
+    isolated = True
+    lone: int
+
+    def task(self) -> int:
+        return self.lone
+
+
+def _zygote_of(boss: taskfarm.Boss) -> psutil.Process:
+    """The boss's only child once an isolated task has run: the class's zygote (its
+    workers are the zygote's children)."""
+    children = psutil.Process(boss.pid).children()
+    assert len(children) == 1, children
+    return children[0]
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_a_zygote_fault_costs_no_task(fault: signal.Signals) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Lonely], start_method="fork") as boss:
+        boss.set_instructions({}, {"lone": [0]})
+        boss.make_them_work()
+        assert next(boss.as_completed(timeout=WAIT)).ok
+        zygote = _zygote_of(boss)
+        zygote.send_signal(fault)
+        try:
+            boss.set_instructions({}, {"lone": [1, 2, 3, 4]})
+            # A stopped zygote is given up on after Zygote.ANSWER_PATIENCE (2 s), once:
+            # well within this bound, where it used to stall the boss 30 s per task.
+            report = boss.wait_till_finished(timeout=15)
+        finally:
+            if fault == signal.SIGSTOP and zygote.is_running():
+                zygote.send_signal(signal.SIGCONT)
+    assert sorted(t.result for t in report.tasks) == [0, 1, 2, 3, 4]
+    assert all(t.ok for t in report.tasks)
+
+
+class Parent(taskfarm.Worker):
+    """Starts a long child process, says its pid, then ends as told."""
+
+    how: Literal["return", "hang", "exit"]
+    mailbox: Mailbox
+
+    def task(self) -> int:
+        child = subprocess.Popen(["sleep", "300"])
+        self.mailbox.post(f"child {child.pid}")
+        if self.how == "hang":
+            threading.Event().wait()
+        if self.how == "exit":
+            os._exit(3)
+        return child.pid
+
+
+@pytest.mark.parametrize("how, options", [
+    ("return", {}), ("hang", {"timeout": 0.5}), ("exit", {"on_error": "continue"}),
+], ids=["end-of-farm", "timeout", "worker-died"])
+def test_processes_a_task_starts_end_with_it(how: str, options: dict[str, Any],
+                                             mailbox: Mailbox) -> None:
+    common: dict[str, Any] = {"mailbox": mailbox}
+    if "timeout" in options:
+        common["timeout"] = options.pop("timeout")
+        options["on_error"] = "continue"
+    report = taskfarm.batch_main(common, {"how": [how]}, worker=Parent,
+                                 print_report=None, **options)
+    child = int(mailbox.read(1)[0].split()[1])
+    expected = {"return": "done", "hang": "timeout", "exit": "killed"}[how]
+    assert report.tasks[0].status == expected
+    try:
+        _, alive = psutil.wait_procs([psutil.Process(child)], timeout=5)
+    except psutil.NoSuchProcess:
+        alive = []
+    assert not alive, "the task's child outlived it"

@@ -15,8 +15,9 @@ import taskfarm
 EXPECTED = {
     "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError", "InstructionError",
     "InstructionTypeError", "NoMatchingWorkerError", "RemoteTaskError", "Report",
-    "ReportStatus", "SchedulerError", "SharedArray", "Signal", "TaskCancelledError",
-    "TaskError", "TaskReport", "TaskStatus", "TaskfarmError", "Worker", "WorkerKilledError",
+    "ReportStatus", "SchedulerError", "SharedArray", "SharedSpaceError", "Signal",
+    "TaskCancelledError", "TaskError", "TaskReport", "TaskStatus", "TaskfarmError", "Worker",
+    "WorkerKilledError",
     "batch_main", "run_as_server",
 }
 

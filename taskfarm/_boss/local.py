@@ -32,6 +32,7 @@ from taskfarm._common.processes import (
     TAKE_BACK_SIGNAL,
     ExitInfo,
     begin_termination,
+    end_descendants,
     flush_std_streams,
     kill_quietly,
     reap,
@@ -41,6 +42,9 @@ from taskfarm._common.wire import Channel, unexpected
 from taskfarm._worker import serve as worker_process
 
 START_METHODS = ("fork", "spawn")
+# How many times a class's zygote is replaced after failing before the boss gives up
+# on zygotes for that class.
+ZYGOTE_RESTARTS = 3
 
 
 class WorkerProcess:
@@ -84,6 +88,7 @@ class LocalBackend:
         # Isolated mode: class key -> its zygote, or None where the boss forks itself.
         self._zygotes: dict[int, Zygote | None] = {}
         self._broken: list[Zygote] = []  # zygotes that failed: closed at the end
+        self._zygote_failures: dict[int, int] = {}   # class key -> zygotes that failed
 
     # ---- the Backend interface ----------------------------------------------------------
 
@@ -227,7 +232,12 @@ class LocalBackend:
     def _reap(self, proc: WorkerProcess) -> ExitInfo:
         """A process that ended (or is ending): collect its status, close its
         descriptors, forget it."""
-        info = proc.zygote.exit_info(proc.pid) if proc.zygote else reap(proc.pid)
+        info: ExitInfo | None
+        if proc.zygote is not None:  # the zygote ends its group before it reaps it
+            info = proc.zygote.exit_info(proc.pid)
+        else:
+            end_descendants(proc.pid)
+            info = reap(proc.pid)
         self._discard(proc)
         return info or ExitInfo(None, None)
 
@@ -271,18 +281,25 @@ class LocalBackend:
     def _from_zygote(self, spec: WorkerClassSpec, task_r: int,
                      result_w: int) -> tuple[Zygote | None, int]:
         """A worker forked by the class's zygote (started on first use), and that
-        zygote; pid 0 when the class has no usable zygote: the boss forks itself."""
+        zygote; pid 0 when the class has no usable zygote: the boss forks itself. A
+        zygote that fails is replaced by a new one for the next task, up to
+        ``ZYGOTE_RESTARTS`` times per class; after that the boss forks that class's
+        workers itself."""
         if spec.key not in self._zygotes:
             self._zygotes[spec.key] = Zygote.start(spec.key, spec.blob)
         zygote = self._zygotes[spec.key]
         if zygote is None:
             return None, 0
         pid = zygote.fork(task_r, result_w)
-        if not pid:  # the zygote is gone or failed: fork from here from now on
-            self._zygotes[spec.key] = None
-            self._broken.append(zygote)
-            return None, 0
-        return zygote, pid
+        if pid:
+            return zygote, pid
+        self._broken.append(zygote)
+        failures = self._zygote_failures[spec.key] = self._zygote_failures.get(spec.key, 0) + 1
+        if failures <= ZYGOTE_RESTARTS:
+            del self._zygotes[spec.key]       # a new one for the next task
+        else:
+            self._zygotes[spec.key] = None    # the boss forks this class from now on
+        return None, 0
 
 
 def _fork(task_r: int, result_w: int) -> int:

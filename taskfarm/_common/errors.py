@@ -10,6 +10,7 @@
     ├── BossStateError (RuntimeError)      a call the boss cannot take in its state
     │   └── BossDiedError                       the boss process died without saying goodbye
     ├── SchedulerError (RuntimeError)      the scheduler misbehaved: the run ended
+    ├── SharedSpaceError (OSError)         a SharedArray does not fit in /dev/shm
     └── TaskError (RuntimeError)           a task ended badly under fail-fast
         ├── RemoteTaskError                     its exception could not travel: type name and text
         ├── WorkerKilledError                   its process died without reporting
@@ -23,6 +24,9 @@ only when it cannot be rebuilt does a ``RemoteTaskError`` stand in for it.
 
 from __future__ import annotations
 
+import errno
+from typing import Any
+
 __all__ = [
     "AmbiguousWorkerError",
     "BossDiedError",
@@ -32,6 +36,7 @@ __all__ = [
     "NoMatchingWorkerError",
     "RemoteTaskError",
     "SchedulerError",
+    "SharedSpaceError",
     "TaskCancelledError",
     "TaskError",
     "TaskfarmError",
@@ -88,6 +93,31 @@ class SchedulerError(TaskfarmError, RuntimeError):
     """The scheduler raised, or returned something other than pending instruction sets
     from ``launchable``: the boss ended the run (running tasks ``cancelled``, the rest
     pending) and says which scheduler and what it did. Fix the scheduler."""
+
+
+class SharedSpaceError(TaskfarmError, OSError):
+    """A SharedArray does not fit in the free space of /dev/shm (``errno`` ENOSPC).
+
+    An ``OSError`` because that is what it is, and what a caller writing files already
+    catches: the kernel's "no space left on device" on a file system (tmpfs), with
+    ``errno == errno.ENOSPC`` and ``filename`` the shared-memory directory. Not a
+    ``MemoryError``: the process's memory is fine and more RAM would not help, only a
+    larger /dev/shm (or a smaller array) does; and a ``MemoryError`` is often taken
+    as fatal. A ``TaskfarmError`` too, like everything taskfarm raises itself.
+
+    Attributes (besides OSError's): ``needed`` and ``free``, in bytes.
+    """
+
+    def __init__(self, message: str, directory: str, needed: int, free: int | None) -> None:
+        super().__init__(errno.ENOSPC, message, directory)
+        self.needed = needed
+        self.free = free
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), (self.strerror, self.filename, self.needed, self.free)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class TaskError(TaskfarmError, RuntimeError):

@@ -103,6 +103,8 @@ class ExitInfo:
         """'killed by SIGKILL' or 'exited with code 3'."""
         if self.signal_name is not None:
             return f"killed by {self.signal_name}"
+        if self.exitcode is None:
+            return "ended (how is unknown: the process that reaped it is gone)"
         return f"exited with code {self.exitcode}"
 
 
@@ -146,6 +148,37 @@ def kill_quietly(pid: int, sig: int) -> None:
         pass
 
 
+def signal_family(pid: int, sig: int) -> None:
+    """Send a signal to a worker and to its process group: a worker leads a group of
+    its own (see taskfarm._worker.serve), which the processes its tasks start join, so
+    they end with it. Called only while ``pid`` is not reaped, so the group id cannot
+    belong to anyone else."""
+    kill_quietly(pid, sig)
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # no such group (yet): the worker alone
+
+
+def end_descendants(pid: int) -> None:
+    """SIGKILL what is left of an ended worker's process group (what its tasks started
+    and left running), before the worker is reaped. Waits for the worker itself to
+    have exited first (leaving it unreaped): a worker left to finish its task alone
+    (STOP_LISTENING) is not cut short."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass  # not our child (a zygote's): only its group is ours to end
+    _kill_group(pid)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def begin_termination(pid: int, pidfd: int,
                       later: Callable[[float, Callable[[], None]], object]) -> None:
     """Start stopping a child without blocking: SIGTERM now (a task may catch it to
@@ -153,13 +186,14 @@ def begin_termination(pid: int, pidfd: int,
     that is still there then. The pidfd makes that SIGKILL safe against pid reuse;
     the caller reaps the child when its sentinel fires, and must leave the pidfd open
     until then."""
-    kill_quietly(pid, signal.SIGTERM)
+    signal_family(pid, signal.SIGTERM)
 
     def kill() -> None:
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except (ProcessLookupError, PermissionError, OSError):
             pass  # gone (or reaped and its pidfd closed) already
+        _kill_group(pid)  # not reaped yet (the caller's promise): the group is its own
 
     later(TERMINATE_GRACE, kill)  # the caller drops it once the child is reaped
 
@@ -173,7 +207,7 @@ def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRAC
     this one (workers of a zygote). Returns how each ended."""
     children = list(children)
     for pid, _ in children:
-        kill_quietly(pid, signal.SIGTERM)
+        signal_family(pid, signal.SIGTERM)
     waiting = {fd: pid for pid, fd in children}
     deadline = time.monotonic() + grace
     while waiting:
@@ -185,5 +219,7 @@ def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRAC
             waiting.pop(fd)
     for pid in waiting.values():
         kill_quietly(pid, signal.SIGKILL)
+    for pid, _ in children:
+        end_descendants(pid)
     reapers = reapers or {}
     return {pid: reapers.get(pid, reap)(pid) or ExitInfo(None, None) for pid, _ in children}

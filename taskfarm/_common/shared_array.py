@@ -20,24 +20,86 @@ Writing: read-only by default (a worker that assigns to it gets numpy's ValueErr
 With ``writable=True`` workers write into the same memory; taskfarm does no locking,
 so give each task its own part (a row range named in its instructions), or put the
 tasks that write the same part under ``ResourceLockScheduler`` with a common resource.
+
+Space: /dev/shm is a tmpfs with a size limit (64 MB by default in Docker). A file
+grown with ``ftruncate`` alone reserves nothing, so a mapping past the free space
+faults (SIGBUS) at the first write to a missing page: the main program while copying
+the data, or a worker writing into a zero-filled writable array, and the segment was
+left behind. So the pages are reserved when the array is made (``posix_fallocate``),
+and an array that does not fit raises :class:`SharedSpaceError` at ``SharedArray(...)``,
+with nothing left in /dev/shm.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from taskfarm._common.processes import SHM_DIR, SHM_PREFIX, unlink_shared
+from taskfarm._common import processes
+from taskfarm._common.errors import SharedSpaceError
+from taskfarm._common.processes import SHM_PREFIX, unlink_shared
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["SharedArray"]
+__all__ = ["SharedArray", "SharedSpaceError"]
 
 _attached: dict[tuple[str, bool], Any] = {}   # in a worker: segments mapped
+
+
+def _shm_dir() -> str:
+    """The directory of the segments, read at each call (tests point it at a small
+    tmpfs by setting ``taskfarm._common.processes.SHM_DIR``, which ``unlink_shared``
+    reads too)."""
+    return processes.SHM_DIR
+
+
+def _size(nbytes: float) -> str:
+    """``nbytes`` for people: MiB, or GiB from 1 GiB up."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.1f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _no_space(directory: str, needed: int, what: str) -> SharedSpaceError:
+    """The error for a segment of ``needed`` bytes that ``directory`` cannot hold."""
+    try:
+        info = os.statvfs(directory)
+        free: int | None = info.f_bavail * info.f_frsize
+        total = f" (of {_size(info.f_blocks * info.f_frsize)})"
+    except OSError:
+        free, total = None, ""
+    has = "too little" if free is None else _size(free)
+    message = (f"SharedArray {what} needs {_size(needed)} of shared memory, but {directory} "
+               f"has {has} free{total}: give the machine or container a larger {directory} "
+               f"(Docker: `docker run --shm-size=2g`; Kubernetes: a memory-backed emptyDir "
+               f"mounted there; a host: `mount -o remount,size=... {directory}`), or share "
+               f"a smaller array")
+    return SharedSpaceError(message, directory, needed, free)
+
+
+def _create(name: str, size: int, what: str) -> mmap.mmap:
+    """Create segment ``name`` of ``size`` bytes with its pages reserved, and map it.
+
+    Raises SharedSpaceError when the pages do not fit; on any error the file is
+    removed, so nothing is left in the directory."""
+    directory = _shm_dir()
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)  # reserve now: no SIGBUS at the first write
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG):
+                raise
+            raise _no_space(directory, size, what) from None
+        return mmap.mmap(fd, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
 
 
 class SharedArray:
@@ -51,6 +113,10 @@ class SharedArray:
         writable: let workers write into it (see the module docstring on locking).
 
     ``.array`` is the array in this process; ``.name`` the segment in /dev/shm.
+
+    Raises:
+        SharedSpaceError: (an ``OSError`` with errno ENOSPC) the array does not fit in
+            the free space of /dev/shm; the message names both sizes and the fix.
     """
 
     def __init__(self, data: Any = None, *, shape: int | tuple[int, ...] | None = None,
@@ -68,17 +134,11 @@ class SharedArray:
         self.writable = bool(writable)
         self.name = f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
         nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        fd = os.open(os.path.join(SHM_DIR, self.name), os.O_CREAT | os.O_EXCL | os.O_RDWR,
-                     0o600)
-        try:
-            os.ftruncate(fd, max(nbytes, 1))
-            self._map = mmap.mmap(fd, max(nbytes, 1))
-        finally:
-            os.close(fd)
+        self._map = _create(self.name, max(nbytes, 1), f"{self.dtype} {self.shape}")
+        weakref.finalize(self, unlink_shared, [self.name])  # before the copy can fail
         self.array = np.ndarray(self.shape, self.dtype, buffer=self._map)
         if source is not None:
             self.array[...] = source
-        weakref.finalize(self, unlink_shared, [self.name])
 
     @property
     def nbytes(self) -> int:
@@ -100,7 +160,7 @@ def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any
     key = (name, writable)
     array = _attached.get(key)
     if array is None:
-        path = os.path.join(SHM_DIR, name)
+        path = os.path.join(_shm_dir(), name)
         fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size

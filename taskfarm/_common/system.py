@@ -1,10 +1,12 @@
 """How many CPUs this process may really use: its affinity mask, bounded by a cgroup
-CPU quota (containers, batch allocations), not the raw core count."""
+CPU quota (containers, batch allocations), not the raw core count; the order in which
+tickets pin workers to them; and the memory budget of this process's cgroup."""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["available_cpus", "memory_budget_mib", "packed_cpus"]
@@ -75,25 +77,68 @@ def _cgroup_quota() -> float | None:
     return min(quotas, default=None)
 
 
-def packed_cpus() -> list[int]:
-    """The CPUs this process may use, socket-packed: all CPUs of the first socket
-    (core by core) before any of the next, so that tickets 0..n-1 fill one socket's
-    cache first."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return list(range(os.cpu_count() or 1))
+CPU_SYSFS = Path("/sys/devices/system/cpu")
 
-    def topology(cpu: int) -> tuple[int, int, int]:
-        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+
+def packed_cpus(sysfs: Path = CPU_SYSFS, allowed: Iterable[int] | None = None) -> list[int]:
+    """The CPUs this process may use, in the order tickets pin workers (``binded=True``):
+    one thread per physical core first, socket-packed, then the hyperthread siblings.
+
+    Socket-packed: every core of the first socket (core by core) before any core of the
+    next, so that tickets 0..n-1 fill one socket's cache first. Siblings last: two
+    hyperthreads of one core share its execution units, so tickets 0 and 1 on one core
+    would each run at about half speed while other cores idle; the second threads of
+    the cores come only once every core has one ticket (in the same order), then the
+    third, and so on. Only the CPUs in ``allowed`` count, and a core whose first thread
+    is not allowed counts its first allowed one as its first.
+
+    Args:
+        sysfs: the directory of the ``cpuN/topology`` files (a test gives a fake one).
+        allowed: the CPUs to order; by default this process's affinity mask.
+
+    A CPU whose topology cannot be read counts as a core of its own on socket 0.
+    """
+    if allowed is None:
         try:
-            package = int((base / "physical_package_id").read_text())
-            core = int((base / "core_id").read_text())
-        except (OSError, ValueError):
-            package, core = 0, cpu
-        return package, core, cpu
+            allowed = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            allowed = range(os.cpu_count() or 1)
+    cpus = sorted(set(allowed))
+    cores: dict[tuple[int, int, int], list[int]] = {}
+    for cpu in cpus:
+        cores.setdefault(_core_of(sysfs, cpu), []).append(cpu)
+    ranked = [(rank, core, cpu) for core, threads in cores.items()
+              for rank, cpu in enumerate(threads)]
+    return [cpu for *_, cpu in sorted(ranked)]
 
-    return [cpu for *_, cpu in sorted(map(topology, allowed))]
+
+def _core_of(sysfs: Path, cpu: int) -> tuple[int, int, int]:
+    """``cpu``'s physical core as (socket, core id, lowest sibling): the sibling list
+    tells the core apart where core ids repeat across dies of one socket."""
+    base = sysfs / f"cpu{cpu}" / "topology"
+    try:
+        package = int((base / "physical_package_id").read_text())
+        core = int((base / "core_id").read_text())
+    except (OSError, ValueError):
+        return 0, cpu, cpu
+    siblings = [cpu]
+    for name in ("core_cpus_list", "thread_siblings_list"):
+        try:
+            siblings = _cpu_list((base / name).read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    return package, core, min(siblings, default=cpu)
+
+
+def _cpu_list(text: str) -> list[int]:
+    """A sysfs CPU list such as ``0-3,8,10-11``, as numbers."""
+    found: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            found.extend(range(int(first), int(last or first) + 1))
+    return found
 
 
 def memory_budget_mib(fraction: float) -> float:

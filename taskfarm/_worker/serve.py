@@ -224,6 +224,9 @@ def serve(task_conn: Channel, result_conn: Channel,
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_requested)
+    # A process group of its own: what its tasks start joins it, and the boss ends the
+    # group with the worker (a timeout, a stop, its death, the end of the farm).
+    os.setpgid(0, 0)
     state = _State()
     if preloaded:
         state.classes.update(preloaded)

@@ -33,7 +33,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from taskfarm._common.processes import die_with_parent
+from taskfarm._common.processes import die_with_parent, end_descendants
 from taskfarm._worker.serve import run_worker
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ def serve(sock: socket.socket, class_key: int, class_blob: bytes) -> None:
                 pid = children.pop(fd)
                 poller.unregister(fd)
                 os.close(fd)
+                end_descendants(pid)   # what its task left running ends with it
                 _, status = os.waitpid(pid, 0)
                 _tell(sock, b"x", pid, status)
                 continue
