@@ -9,8 +9,10 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import psutil
@@ -412,3 +414,31 @@ def test_processes_a_task_starts_end_with_it(how: str, options: dict[str, Any],
     except psutil.NoSuchProcess:
         alive = []
     assert not alive, "the task's child outlived it"
+
+
+FEW_DESCRIPTORS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+sys.path.insert(0, {tests!r})
+import taskfarm
+from schedulers import LaxistScheduler, MaxThreadsScheduler
+from workers import Add
+
+for scheduler in (LaxistScheduler(), MaxThreadsScheduler(500)):
+    report = taskfarm.batch_main({{}}, {{"x": list(range(300))}}, worker=Add,
+                                 scheduler=scheduler, print_report=None)
+    print(sorted(report.results.values()) == list(range(1, 301)), flush=True)
+"""
+
+
+def test_a_farm_under_a_tight_descriptor_limit_runs_with_the_workers_it_can_have(
+        tmp_path: Path) -> None:
+    """``ulimit -n 64`` and a scheduler that would start 300 workers at once: the boss
+    starts what its descriptor budget allows, says so once, and every task runs."""
+    script = tmp_path / "few.py"
+    script.write_text(FEW_DESCRIPTORS.format(tests=str(Path(__file__).parent)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+    assert "running with the worker processes there are" in done.stderr

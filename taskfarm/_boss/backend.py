@@ -22,6 +22,11 @@ from taskfarm._common.processes import ExitInfo
 from taskfarm._common.status import TaskStatus
 
 
+class NoCapacity(Exception):
+    """Raised by ``Backend.acquire``: no more slot can be had now (the message says
+    why). The task stays pending and the farm goes on with the slots it has."""
+
+
 class Doom(NamedTuple):
     """Why a slot is being stopped: the task the stop is meant for, the ending it gets
     (timeout or cancelled) and why. Another task its process was running by the time
@@ -69,7 +74,7 @@ class Backend(Protocol[S]):
 
     def acquire(self, spec: WorkerClassSpec, isolated: bool) -> S:
         """An idle slot that can run this class, or a new one (always new when
-        isolated)."""
+        isolated); NoCapacity when no new one can be had now."""
 
     def give(self, slot: S, msg: RunTask) -> None:
         """Give a task to a slot; written with the others given since, at flush()."""

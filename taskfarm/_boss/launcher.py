@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from taskfarm._boss.backend import Backend, Slot
+from taskfarm._boss.backend import Backend, NoCapacity, Slot
 from taskfarm._boss.batches import Batches
 from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.prefetch import MAX_PACE, Prefetch
@@ -36,6 +36,7 @@ class Launcher:
         self._verbose = verbose
         self._recheck_after = getattr(scheduler, "recheck_after", None)
         self._rebalance_due = False  # a rebalance is scheduled
+        self._full = False           # no worker process could be started: said once
 
     def launch(self) -> None:
         """Start every pending task the scheduler allows now, refill busy slots, and
@@ -44,13 +45,30 @@ class Launcher:
         self.deadlines.recheck(None)
         if not book.pending:
             return
+        full = None
         for task in self._ask(book.running_view):
-            self.start(task, None)
+            try:
+                self.start(task, None)
+            except NoCapacity as exc:  # it stays pending; go on with the slots there are
+                full = exc
+                break
         if self.prefetch.worthwhile:
             self._refill()
         self.backend.flush()
         if book.pending and self._recheck_after is not None:
             self.deadlines.recheck(self._recheck_after())
+        if full is not None:
+            self._no_capacity(full)
+
+    def _no_capacity(self, why: NoCapacity) -> None:
+        """Say so once per episode; with no task running, try again a second later
+        (a running one's end would otherwise be the next chance)."""
+        if not self._full:
+            print(f"[taskfarm boss] running with the worker processes there are: {why}",
+                  file=sys.stderr, flush=True)
+        self._full = True
+        if not self.book.running:
+            self.deadlines.recheck(1.0)
 
     def _refill(self) -> None:
         """Queue tasks behind the one each unfed busy slot runs (see
@@ -101,6 +119,7 @@ class Launcher:
         spec = self.batches.classes[task.class_key]
         slot = behind if behind is not None else self.backend.acquire(
             spec, spec.isolated or self._isolated)
+        self._full = False
         self.book.launch(task, behind is not None, time.time())
         slot.tasks.append(task)
         task.worker = slot

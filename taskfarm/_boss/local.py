@@ -18,11 +18,13 @@ inherit anything. Isolated tasks of a class come from that class's zygote
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from taskfarm._boss.backend import BackendEvents, Doom, Watcher
+from taskfarm._boss.backend import BackendEvents, Doom, NoCapacity, Watcher
 from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.tasks import Task
 from taskfarm._boss.zygote import Zygote
@@ -42,6 +44,17 @@ from taskfarm._common.wire import Channel, unexpected
 from taskfarm._worker import serve as worker_process
 
 START_METHODS = ("fork", "spawn")
+# Descriptors the boss keeps for itself (standard streams, its pipes to the main
+# program, the main program's pidfd, zygote sockets, a spawn in progress); each worker
+# costs it three more (two pipe ends and a pidfd).
+RESERVED_FDS = 32
+FDS_PER_WORKER = 3
+
+
+def _nofile() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 # How many times a class's zygote is replaced after failing before the boss gives up
 # on zygotes for that class.
 ZYGOTE_RESTARTS = 3
@@ -89,6 +102,9 @@ class LocalBackend:
         self._zygotes: dict[int, Zygote | None] = {}
         self._broken: list[Zygote] = []  # zygotes that failed: closed at the end
         self._zygote_failures: dict[int, int] = {}   # class key -> zygotes that failed
+        soft = _nofile()
+        self.max_procs = (max(1, (soft - RESERVED_FDS) // FDS_PER_WORKER)
+                          if soft != resource.RLIM_INFINITY else 1 << 20)
 
     # ---- the Backend interface ----------------------------------------------------------
 
@@ -257,21 +273,37 @@ class LocalBackend:
 
     def _spawn(self, isolated: bool, spec: WorkerClassSpec) -> WorkerProcess:
         """Start one worker process, waiting for its first task. An isolated one comes
-        from its class's zygote when it can."""
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        zygote = None
+        from its class's zygote when it can. NoCapacity when the descriptor budget is
+        spent or the system refuses (EMFILE, EAGAIN, ENOMEM): nothing is left behind."""
+        if len(self.procs) >= self.max_procs:
+            raise NoCapacity(f"{len(self.procs)} worker processes use the boss's descriptor "
+                             f"budget (RLIMIT_NOFILE {_nofile()}); raise it to run more")
+        opened: list[int] = []
         try:
-            pid = 0
+            task_r, task_w = os.pipe()
+            opened += (task_r, task_w)
+            result_r, result_w = os.pipe()
+            opened += (result_r, result_w)
+            zygote, pid = None, 0
             if isolated and self.start_method == "fork":
                 zygote, pid = self._from_zygote(spec, task_r, result_w)
             if not pid:
                 pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
-        finally:
-            os.close(task_r)
-            os.close(result_w)
-        proc = WorkerProcess(pid, os.pidfd_open(pid), Channel(task_w), Channel(result_r),
-                             isolated)
+        except OSError as exc:
+            for fd in opened:
+                os.close(fd)
+            raise NoCapacity(f"cannot start a worker process: {exc}") from exc
+        os.close(task_r)
+        os.close(result_w)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:  # no descriptor left for its sentinel: undo the start
+            kill_quietly(pid, signal.SIGKILL)
+            (zygote.exit_info if zygote is not None else reap)(pid)
+            os.close(task_w)
+            os.close(result_r)
+            raise NoCapacity(f"cannot watch a new worker process: {exc}") from exc
+        proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated)
         if zygote is not None:
             proc.zygote = zygote
             proc.classes.add(spec.key)  # loaded by the zygote: no need to send it
