@@ -442,3 +442,35 @@ def test_a_farm_under_a_tight_descriptor_limit_runs_with_the_workers_it_can_have
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
     assert "running with the worker processes there are" in done.stderr
+
+
+def test_a_result_that_cannot_be_unpickled_here_fails_a_fail_fast_run() -> None:
+    with pytest.raises(taskfarm.RemoteTaskError, match="could not be unpickled"):
+        taskfarm.batch_main({}, {"exiting": [1, 0, 0, 0]}, worker=ExitingResult,
+                            scheduler=MaxThreadsScheduler(1), print_report=None)
+
+
+def test_ctrl_c_inside_boss_leaves_no_process_and_no_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT while Boss() is starting its boss: KeyboardInterrupt from the
+    call, and nothing left behind (the autouse fixture checks processes, descriptors
+    and the receiver thread)."""
+    from taskfarm._common import wire
+
+    real_write = os.write
+    sent = []
+
+    def interrupted_write(fd: int, data: Any) -> int:
+        if not sent:  # while the configuration is being sent
+            sent.append(fd)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_write(fd, data)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr(wire.os, "write", interrupted_write)
+        with pytest.raises(KeyboardInterrupt):
+            taskfarm.Boss(MaxThreadsScheduler(1), workers=[Add])
+        monkeypatch.undo()
+    finally:
+        signal.signal(signal.SIGINT, previous)

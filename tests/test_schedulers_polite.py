@@ -3,6 +3,7 @@ synthetic load that the test creates and removes itself."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from workers import Busy, Mailbox, RecordingLoad
 
 import taskfarm
 from schedulers import PoliteScheduler
+from schedulers import load as polite_load
+from schedulers.load import NotMeasuredYet
 from taskfarm._boss.tasks import PendingQueue, Task
 
 
@@ -69,6 +72,152 @@ def test_measures_again_on_the_timer_it_asks_for() -> None:
 def test_bad_settings(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         PoliteScheduler(**kwargs)
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records
+            if r.name == "taskfarm.schedulers"]
+
+
+def test_a_hold_is_said_once_when_it_begins_warned_once_and_ended_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="taskfarm.schedulers")
+    clock = Clock()
+    scheduler = PoliteScheduler(max_threads=2, max_load=1.0, min_available=0.2, recheck=5,
+                                clock=clock, probe=Readings(*[(1.0, 0.6)] * 10, (0.0, 0.6)))
+    assert scheduler.launchable(_pending(4), {}, None)[0] == []
+    [(level, line)] = _lines(caplog)
+    assert level == logging.INFO
+    assert "holds 4 pending tasks" in line and "CPU use 100%" in line
+    assert "max_load 100%" in line and "available memory 60% >= min_available 20%" in line
+    assert "next look in 5 s" in line
+    assert scheduler.holding is not None and "CPU use 100%" in scheduler.holding
+    for _ in range(5):  # re-checks (measurements and events) while held: silent
+        clock.now += 5
+        assert scheduler.launchable(_pending(4), {}, None)[0] == []
+        scheduler.launchable(_pending(4), {}, None)
+    assert len(_lines(caplog)) == 1
+    # The warning is due at 30 s, before the next measurement: the timer says so.
+    assert scheduler.recheck_after() == 5
+    clock.now += 5
+    assert scheduler.launchable(_pending(4), {}, None)[0] == []
+    [_, (level, line)] = _lines(caplog)
+    assert level == logging.WARNING and "launched nothing for 30 s" in line
+    assert "4 tasks are pending" in line and "CPU use 100%" in line
+    for _ in range(3):  # one warning per hold
+        clock.now += 5
+        scheduler.launchable(_pending(4), {}, None)
+    assert len(_lines(caplog)) == 2
+    clock.now += 5  # the machine is free again
+    assert len(scheduler.launchable(_pending(4), {}, None)[0]) == min(2, os.cpu_count() or 1)
+    [_, _, (level, line)] = _lines(caplog)
+    assert level == logging.INFO and line.startswith("PoliteScheduler resumed after 50 s")
+    assert scheduler.holding is None
+    scheduler.launchable(_pending(2), _running(2), None)
+    assert len(_lines(caplog)) == 3
+
+
+def test_a_long_recheck_does_not_delay_the_warning(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    scheduler = PoliteScheduler(recheck=3600, clock=clock, probe=Readings((1.0, 0.9)))
+    scheduler.launchable(_pending(1), {}, None)
+    assert scheduler.recheck_after() == scheduler.warn_after
+    clock.now += scheduler.warn_after
+    scheduler.launchable(_pending(1), {}, None)  # no measurement due: the last one says
+    assert [lvl for lvl, _ in _lines(caplog)] == [logging.WARNING]
+    assert scheduler.recheck_after() == 3600 - scheduler.warn_after
+
+
+def test_short_memory_is_named_as_the_reason() -> None:
+    scheduler = PoliteScheduler(recheck=1000, clock=Clock(), probe=Readings((0.0, 0.05)))
+    scheduler.launchable(_pending(1), {}, None)
+    assert scheduler.holding is not None
+    assert "available memory 5% < min_available 20%" in scheduler.holding
+    assert "leaves none free" not in scheduler.holding
+
+
+def test_a_farm_that_runs_but_does_not_grow_is_not_holding(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="taskfarm.schedulers")
+    scheduler = PoliteScheduler(recheck=1000, clock=Clock(), probe=Readings((1.0, 0.9)))
+    assert scheduler.launchable(_pending(5), _running(2), None)[0] == []
+    assert scheduler.holding is None and _lines(caplog) == []
+
+
+def test_unconfigured_logging_still_shows_the_hold_on_stderr(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's own, removed
+    scheduler = PoliteScheduler(recheck=1000, clock=Clock(), probe=Readings((1.0, 0.9)))
+    scheduler.launchable(_pending(3), {}, None)
+    err = capsys.readouterr().err
+    assert err.startswith("INFO:taskfarm.schedulers:PoliteScheduler holds 3 pending tasks")
+
+
+class FakeCpuPercent:
+    """psutil.cpu_percent that records its calls and refuses to sample (sleep)."""
+
+    def __init__(self) -> None:
+        self.calls: list[float | None] = []
+
+    def __call__(self, interval: float | None = None) -> float:
+        self.calls.append(interval)
+        if interval:
+            raise AssertionError(f"cpu_percent(interval={interval}) would block")
+        return 0.0
+
+
+def test_the_first_decision_never_waits_for_a_cpu_sample(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import psutil
+
+    caplog.set_level(logging.INFO, logger="taskfarm.schedulers")
+    clock, cpu_percent = Clock(), FakeCpuPercent()
+    monkeypatch.setattr(psutil, "cpu_percent", cpu_percent)
+    monkeypatch.setattr(polite_load, "_CPU", polite_load._CpuUse(clock))
+    monkeypatch.setattr(polite_load.time, "sleep", lambda s: pytest.fail(f"slept {s} s"))
+    scheduler = PoliteScheduler(max_threads=64, max_load=1.0, recheck=5, clock=clock)
+    # No reading yet: nothing launched, nothing said, called again in 0.1 s.
+    assert scheduler.launchable(_pending(100), {}, None)[0] == []
+    assert cpu_percent.calls == [None]
+    assert scheduler.recheck_after() == pytest.approx(0.1)
+    assert scheduler.holding is None and _lines(caplog) == []
+    clock.now += 0.0625  # an event before then: still no reading, still no wait
+    assert scheduler.launchable(_pending(100), {}, None)[0] == []
+    assert scheduler.recheck_after() == pytest.approx(0.1 - 0.0625)
+    clock.now += 0.0625
+    chosen, _ = scheduler.launchable(_pending(100), {}, None)
+    assert len(chosen) == min(64, os.cpu_count() or 1)  # the sample: nothing busy
+    assert cpu_percent.calls == [None, None]
+    assert scheduler.recheck_after() == 5
+
+
+def test_a_probe_with_no_reading_yet_keeps_the_last_budget() -> None:
+    clock = Clock()
+    outcomes: list[tuple[float, float] | NotMeasuredYet] = [(0.0, 0.9), NotMeasuredYet(0.2)]
+
+    def probe() -> tuple[float, float]:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, NotMeasuredYet):
+            raise outcome
+        return outcome
+
+    scheduler = PoliteScheduler(max_threads=2, max_load=1.0, recheck=5, clock=clock,
+                                probe=probe)
+    budget = len(scheduler.launchable(_pending(5), {}, None)[0])
+    assert budget == min(2, os.cpu_count() or 1)
+    clock.now += 5  # measurement due, no reading: one task ended is still replaced
+    assert len(scheduler.launchable(_pending(5), _running(budget - 1), None)[0]) == 1
+    assert scheduler.recheck_after() == pytest.approx(0.2)
 
 
 @pytest.fixture

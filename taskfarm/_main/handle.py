@@ -8,7 +8,7 @@ from what its receiver thread (:mod:`taskfarm._main.inbox`) has heard. See
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import itertools
 import os
 import subprocess
@@ -33,6 +33,7 @@ from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
+from taskfarm._main.lifetime import boss_environment, close_farm, stop_right_now
 from taskfarm._main.policies import check_policies
 from taskfarm._main.prepare import resolve_worker
 from taskfarm._main.report import Report, TaskReport
@@ -124,8 +125,20 @@ class Boss:
         self._halted = True
         self._ended = False      # END sent (or a stop): no more instructions
         self._deaf = False       # make_them_work(stop_listening=True): no more signals
-        scheduler_blob = cloudpickle.dumps(scheduler)
 
+        # Started with Ctrl-C held back: either the boss process is started and owned
+        # by a finalizer that ends it, or nothing is (interrupts.py).
+        config = Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
+                           start_method, verbose, self.name)
+        try:
+            with sigint_held():
+                self._start_boss(config)
+        except BaseException:  # Ctrl-C included: end what was started, then re-raise
+            if hasattr(self, "_finalizer"):
+                self.close()
+            raise
+
+    def _start_boss(self, config: Configure) -> None:
         control_r, control_w = os.pipe()
         report_r, report_w = os.pipe()
         try:
@@ -133,21 +146,28 @@ class Boss:
                 [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
                  str(os.getpid())],
                 pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
-                env=_boss_environment())
+                env=boss_environment())
+        except BaseException:
+            os.close(control_w)
+            os.close(report_r)
+            raise
         finally:
             os.close(control_r)
             os.close(report_w)
         self._control = Channel(control_w)
         self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
-        self._reports = Reports(self.name, self._ledger, self._inbox)
-        self._inbox.thread.start()
-        self._send(Configure(list(sys.path), scheduler_blob, on_error, isolated, start_method,
-                             verbose, self.name))
+        if config.on_error == "raise":
+            self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
+                                                             self._send_lock)
+        self._reports = Reports(self.name, self._ledger, self._inbox,
+                                fail_fast=config.on_error == "raise")
         # SharedArrays given to this farm: kept alive (and mapped) until it is closed.
         self._shared: dict[str, SharedArray] = {}
-        self._finalizer = weakref.finalize(self, _close, self._proc, self._control,
+        self._finalizer = weakref.finalize(self, close_farm, self._proc, self._control,
                                            self._inbox, self._send_lock, self._shared,
                                            os.getpid())
+        self._inbox.thread.start()
+        self._send(config)
 
     # ---- instructions -----------------------------------------------------------------
 
@@ -331,7 +351,8 @@ class Boss:
     def close(self) -> None:
         """Stop everything still running (STOP_RIGHTNOW) and wait for the boss to exit.
         Safe to call more than once; called by ``with`` and when the handle is dropped."""
-        self._finalizer()
+        with sigint_held():  # a Ctrl-C now is delivered once everything is stopped
+            self._finalizer()
 
     def __enter__(self) -> Boss:
         return self
@@ -342,39 +363,3 @@ class Boss:
     def __repr__(self) -> str:
         state = "finished" if self.finished else "halted" if self._halted else "working"
         return f"<Boss {self.name} pid={self.pid} {state} tasks={len(self._ledger.records)}>"
-
-
-def _close(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
-           lock: threading.Lock, shared: dict[str, Any], owner: int) -> None:
-    """Stop the boss if it still runs, wait for it, release the pipes, and let go of
-    the SharedArrays given to it (each is removed once nothing else holds it). In a
-    process forked from the main program (``os.fork()``) that exits, nothing is done:
-    the farm is its parent's, and a STOP_RIGHTNOW down the inherited pipe would stop
-    the parent's running tasks."""
-    if os.getpid() != owner:
-        return
-    with lock:
-        if not control.closed:
-            if not inbox.closed:
-                with contextlib.suppress(OSError):
-                    control.send_pickled(dumps(Control(Signal.STOP_RIGHTNOW)))
-            control.close()  # EOF: the boss stops everything even if the signal was lost
-    lingering = inbox.goodbye is not None and inbox.goodbye.reason.startswith("STOP_LISTENING")
-    if not lingering:
-        try:
-            proc.wait(BOSS_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if threading.current_thread() is not inbox.thread:
-        inbox.thread.join(BOSS_EXIT_WAIT)
-    if not lingering:
-        shared.clear()
-
-
-def _boss_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    # The boss must import taskfarm from where this program imported it.
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
-    return env

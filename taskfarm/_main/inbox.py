@@ -22,7 +22,7 @@ import pickle
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tblib
@@ -52,6 +52,9 @@ class Inbox:
         self.ledger = ledger
         self.events = events
         self.cond = ledger.cond
+        # Called (in whichever thread reads) when a task the boss saw done fails here
+        # (its result cannot be unpickled): under fail-fast, the farm must stop.
+        self.on_local_failure: Callable[[], None] | None = None
         self.snapshots: dict[int, Snapshot] = {}
         self.goodbye: Goodbye | None = None
         self.died: BossDiedError | None = None
@@ -170,9 +173,13 @@ class Inbox:
             self.handled += 1
         if isinstance(msg, Outcomes):
             records = self.ledger.records
-            self.events.publish([TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
-                                           self._report(o, records[o.tid]))
-                                 for o in msg.outcomes])
+            events = [TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
+                                self._report(o, records[o.tid])) for o in msg.outcomes]
+            self.events.publish(events)
+            if self.on_local_failure is not None and any(
+                    o.status == TaskStatus.DONE and e.report is not None and not e.report.ok
+                    for o, e in zip(msg.outcomes, events, strict=True)):
+                self.on_local_failure()
         elif isinstance(msg, Snapshot):
             with self.cond:
                 self.snapshots[msg.seq] = msg

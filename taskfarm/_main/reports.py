@@ -26,8 +26,9 @@ from taskfarm._main.report import Report, TaskReport
 class Reports:
     """Reports on one farm (see the module docstring)."""
 
-    def __init__(self, name: str, ledger: Ledger, inbox: Inbox) -> None:
+    def __init__(self, name: str, ledger: Ledger, inbox: Inbox, fail_fast: bool) -> None:
         self.name, self.ledger, self.inbox = name, ledger, inbox
+        self.fail_fast = fail_fast
 
     def as_completed(self, timeout: float | None) -> Iterator[TaskReport]:
         """Each TaskReport once, as its task ends, until every task given so far has
@@ -109,10 +110,11 @@ class Reports:
     def failure(self, report: Report, pid: int) -> BaseException | None:
         """What ``wait_till_finished`` raises for a final report: the first failing
         task's own exception (fail-fast), or the boss's own failure; None if the run
-        did not fail."""
-        if report.status is not ReportStatus.FAILED:
-            return None
+        did not fail. Under fail-fast a failure the boss did not see (a result that
+        could not be unpickled here) fails the run too."""
         first = self.ledger.first_failure
+        if report.status is not ReportStatus.FAILED and not (self.fail_fast and first):
+            return None
         goodbye = self.inbox.goodbye
         if goodbye is not None and goodbye.cause == "scheduler":
             return SchedulerError(f"{self.name}: {report.reason}")
