@@ -5,6 +5,7 @@ raised by a task, and a boss that dies under as_completed. Real processes, no mo
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import signal
@@ -474,3 +475,47 @@ def test_ctrl_c_inside_boss_leaves_no_process_and_no_thread(
         monkeypatch.undo()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("common, individual, error, message", [
+    ({}, {"x": {1, 2}}, taskfarm.InstructionTypeError, r"\['x'\] must be a list"),
+    ({"x": 1}, {"y": []}, taskfarm.InstructionError, "only empty lists"),
+    ({"shade": 1}, {"f": [io.StringIO()]}, taskfarm.InstructionError, "is an open file"),
+    ({"x": "one", "b": _NoRepr()}, {}, taskfarm.NoMatchingWorkerError,
+     "_NoRepr whose repr"),
+], ids=["set", "empty-lists", "open-file", "repr-raises"])
+def test_odd_instruction_values_get_an_instruction_error(
+        common: dict[str, Any], individual: dict[str, Any], error: type[Exception],
+        message: str) -> None:
+    with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Add, Shadow]) as boss:
+        with pytest.raises(error, match=message):
+            boss.set_instructions(common, individual)
+
+
+def test_a_report_shows_huge_instruction_values_cut_short() -> None:
+    huge = "x" * (20 << 20)
+    with pytest.raises(taskfarm.TaskError):
+        taskfarm.batch_main({"huge": huge}, {"exit_code": [0]}, worker=ExitsZeroHuge,
+                            print_report=None)
+    report = taskfarm.batch_main({"huge": huge}, {"exit_code": [1]}, worker=ExitsZeroHuge,
+                                 on_error="continue", print_report=None)
+    assert len(report.format()) < 10_000
+
+
+class ExitsZeroHuge(ExitsZero):
+    """ExitsZero, carrying a huge value it does not use."""
+
+    huge: str
+
+
+def test_shared_arrays_are_found_however_deep() -> None:
+    from taskfarm._common.shared_array import shared_in
+
+    arrays = [taskfarm.SharedArray(shape=(2,)) for _ in range(3)]
+    value = {"a": [arrays[0], {"b": (arrays[1],)}], "c": {arrays[2].name: [[arrays[2]]]}}
+    assert {a.name for a in shared_in([value])} == {a.name for a in arrays}

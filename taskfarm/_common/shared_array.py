@@ -174,11 +174,16 @@ def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any
 
 
 def shared_in(values: Any) -> list[SharedArray]:
-    """The SharedArrays among instruction values (directly, or in lists of them)."""
-    found = []
-    for value in values:
+    """The SharedArrays among instruction values, however deep in lists, tuples, sets
+    and dicts: the boss must know them all, to remove them if the main program dies."""
+    found: list[SharedArray] = []
+    stack = list(values)
+    seen: set[int] = set()
+    while stack:
+        value = stack.pop()
         if isinstance(value, SharedArray):
             found.append(value)
-        elif isinstance(value, (list, tuple)):
-            found.extend(v for v in value if isinstance(v, SharedArray))
+        elif isinstance(value, (list, tuple, set, frozenset, dict)) and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value.values() if isinstance(value, dict) else value)
     return found

@@ -13,6 +13,7 @@ is a few dict look-ups per value.
 
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import pathlib
@@ -91,6 +92,10 @@ def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
     if "scheduler_ticket" in common or "scheduler_ticket" in individual:
         raise InstructionError("'scheduler_ticket' is given by the scheduler, not by instructions")
     if length == 0:
+        if individual:
+            raise InstructionError("individual_instructions has only empty lists: that is no "
+                                   "instruction set; give one value per task, or no "
+                                   "individual_instructions for one set of common ones")
         if not common:
             return PreparedBatch({}, {}, [])
         length = 1
@@ -179,9 +184,16 @@ def _check_containers(common: Any, individual: Any) -> None:
             if not isinstance(key, str) or not key.isidentifier():
                 raise InstructionError(f"{where} instruction key {key!r} is not a valid "
                                        "attribute name")
+    for where, mapping in (("common", common), ("individual", individual)):
+        for key, value in mapping.items():
+            for one in (value if where == "individual" and isinstance(value, Sequence)
+                        else (value,)):
+                if isinstance(one, io.IOBase):
+                    raise InstructionError(f"{where} instruction {key!r} is an open file, "
+                                           "which cannot travel to a worker process: give "
+                                           "its path instead")
     for key, values in individual.items():
-        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable) \
-                or not hasattr(values, "__len__"):
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
             raise InstructionTypeError(f"individual_instructions[{key!r}] must be a list (one "
                                        f"value per task), not {type(values).__name__}")
 
@@ -335,8 +347,17 @@ def _no_match_message(index: int, common: Mapping[str, Any], own: Mapping[str, A
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return short_repr(value, 60)
+
+
+def short_repr(value: Any, width: int) -> str:
+    """``repr(value)`` cut to ``width`` characters; never raises (a value whose repr
+    fails, or is nested too deep, is named by its type)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} whose repr() failed>"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _show(values: Mapping[str, Any]) -> str:

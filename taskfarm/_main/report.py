@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskfarm._common.status import ReportStatus, TaskStatus
+from taskfarm._main.prepare import short_repr
 
 __all__ = ["Report", "TaskReport"]
 
@@ -122,7 +123,9 @@ class Report:
             lines.append(f"  pending: {pending.get('name', pending)}")
         for task in self.failures[:10]:
             if task.traceback:
-                lines.append(f"\n--- {task.name} ({task.status}) instructions: {task.instructions}")
+                shown = ", ".join(f"{k!r}: {short_repr(v, 200)}"
+                                  for k, v in task.instructions.items())
+                lines.append(f"\n--- {task.name} ({task.status}) instructions: {{{shown}}}")
                 lines.append(task.traceback.rstrip())
         return "\n".join(lines)
 
