@@ -519,3 +519,22 @@ def test_shared_arrays_are_found_however_deep() -> None:
     arrays = [taskfarm.SharedArray(shape=(2,)) for _ in range(3)]
     value = {"a": [arrays[0], {"b": (arrays[1],)}], "c": {arrays[2].name: [[arrays[2]]]}}
     assert {a.name for a in shared_in([value])} == {a.name for a in arrays}
+
+
+class Greedy(taskfarm.Worker):
+    """Uses much more memory than it declares."""
+
+    isolated = True   # a fresh process: its peak is its own
+    greedy_mib: int
+
+    def task(self) -> int:
+        block = bytearray(self.greedy_mib << 20)
+        return len(block)
+
+
+def test_a_task_over_its_declared_memory_is_named_in_the_report() -> None:
+    report = taskfarm.batch_main({"memory": 10}, {"greedy_mib": [120]}, worker=Greedy,
+                                 print_report=None)
+    warning = report.tasks[0].over_memory
+    assert warning is not None and "over the 10 MiB it declared" in warning
+    assert f"warning: {warning}" in report.format()

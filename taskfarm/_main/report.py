@@ -58,6 +58,18 @@ class TaskReport:
         """True when the task is done."""
         return self.status is TaskStatus.DONE
 
+    @property
+    def over_memory(self) -> str | None:
+        """A warning when the task's process peaked above the ``memory`` it declared
+        (schedulers budget with what tasks declare: an under-declared task crowds the
+        others out), else None. In pool mode the peak is the process's, over every task
+        it ran so far."""
+        declared = self.instructions.get("memory") or 0
+        if not declared or self.peak_rss is None or self.peak_rss <= declared * 2**20:
+            return None
+        return (f"task {self.name!r} peaked at {self.peak_rss / 2**20:.0f} MiB, over the "
+                f"{declared:g} MiB it declared: declare more")
+
     def summary(self) -> str:
         """One line: the result, or what went wrong."""
         if self.status is TaskStatus.DONE:
@@ -121,6 +133,10 @@ class Report:
             lines.append(f"  ... {len(self.tasks) - max_rows} more tasks")
         for pending in self.pending[:max_rows]:
             lines.append(f"  pending: {pending.get('name', pending)}")
+        warnings = [w for task in self.tasks if (w := task.over_memory)]
+        lines.extend(f"  warning: {w}" for w in warnings[:10])
+        if len(warnings) > 10:
+            lines.append(f"  ... {len(warnings) - 10} more tasks over their declared memory")
         for task in self.failures[:10]:
             if task.traceback:
                 shown = ", ".join(f"{k!r}: {short_repr(v, 200)}"
