@@ -122,6 +122,11 @@ class AllOf(BaseScheduler):
         picked = {id(c) for c in chosen}
         return chosen, _NotChosen(pending_instructions, picked)
 
+    @property
+    def holding(self) -> str | None:
+        """Why one of them holds pending work, if one says (see PoliteScheduler)."""
+        return next((h for s in self.schedulers if (h := getattr(s, "holding", None))), None)
+
     def check_instructions(self, instructions: Mapping[str, Any]) -> None:
         for scheduler in self.schedulers:
             check = getattr(scheduler, "check_instructions", None)

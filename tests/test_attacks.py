@@ -538,3 +538,21 @@ def test_a_task_over_its_declared_memory_is_named_in_the_report() -> None:
     warning = report.tasks[0].over_memory
     assert warning is not None and "over the 10 MiB it declared" in warning
     assert f"warning: {warning}" in report.format()
+
+
+def _busy_machine() -> tuple[float, float]:
+    return 1.0, 0.01   # every CPU busy, 1% of memory available
+
+
+def test_an_interim_report_says_why_the_scheduler_holds_work() -> None:
+    from schedulers import PoliteScheduler
+
+    scheduler = PoliteScheduler(max_threads=2, recheck=60, probe=_busy_machine)
+    with taskfarm.Boss(scheduler, workers=[Add]) as boss:
+        boss.set_instructions({}, {"x": [1, 2]})
+        boss.make_them_work()
+        boss.get_report()  # the boss has read RESUME and asked the scheduler since
+        report = boss.get_report()
+        assert report.holding and len(report.pending) == 2
+        assert "the scheduler holds pending work" in report.format()
+        boss.stop_right_now()

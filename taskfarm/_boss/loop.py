@@ -220,7 +220,7 @@ class BossLoop:
                             for t in self.book.running.values()
                             if t.state is TaskState.RUNNING)
             self.send(Snapshot(msg.seq, "halted" if self.lifecycle.halted else "running",
-                                running))
+                               running, str(getattr(self.scheduler, "holding", None) or "")))
         elif sig is Signal.STOP:
             self.lifecycle.stop()
             self.launcher.take_back_queued()

@@ -205,6 +205,7 @@ class Snapshot(NamedTuple):
     seq: int
     state: str                              # "running" or "halted"
     running: tuple[tuple[int, int | None, int | None, float], ...]  # tid, pid, ticket, started
+    holding: str = ""    # why the scheduler holds pending work, if it says (``holding``)
 
 
 class Goodbye(NamedTuple):

@@ -83,13 +83,16 @@ class TaskReport:
 class Report:
     """A report on the whole farm: the tasks that ended, and the instruction sets that
     did not run (``pending``: dicts of instructions, in the order they were given).
-    ``running`` names the tasks running when an interim report was made."""
+    ``running`` names the tasks running when an interim report was made, and
+    ``holding`` why the scheduler held pending work then, if it says (a load-aware
+    scheduler waiting for the machine to calm down)."""
 
     status: ReportStatus
     tasks: list[TaskReport] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     running: list[str] = field(default_factory=list)
     reason: str = ""
+    holding: str = ""
 
     def __getitem__(self, name: str) -> TaskReport:
         """The TaskReport of the task called ``name``."""
@@ -121,6 +124,8 @@ class Report:
         lines = [f"taskfarm report: {self.status}" + (f" ({self.reason})" if self.reason else "")]
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items() if n)
         lines.append(f"  {counts or 'no tasks'}")
+        if self.holding:
+            lines.append(f"  the scheduler holds pending work: {self.holding}")
         rows = [("task", "worker", "status", "time", "pid", "peak MiB", "result / error")]
         for task in self.tasks[:max_rows]:
             rows.append((task.name, task.worker, str(task.status), _seconds(task.duration),

@@ -87,7 +87,7 @@ class Reports:
             return self.final(None)
         status = ReportStatus.PENDING if snapshot.state == "halted" and pending \
             else ReportStatus.INTERIM
-        return Report(status, tasks, pending, names)
+        return Report(status, tasks, pending, names, holding=snapshot.holding)
 
     def final(self, timeout: float | None) -> Report:
         """The final report, once the boss has exited (waiting up to ``timeout``)."""
