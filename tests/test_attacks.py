@@ -556,3 +556,21 @@ def test_an_interim_report_says_why_the_scheduler_holds_work() -> None:
         assert report.holding and len(report.pending) == 2
         assert "the scheduler holds pending work" in report.format()
         boss.stop_right_now()
+
+
+def test_a_stopped_boss_is_an_error_not_a_hang() -> None:
+    """A SIGSTOPped boss: get_report() and a call too large for the pipe say so (and
+    send nothing); once continued, the farm goes on."""
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[Padded]) as boss:
+        boss.make_them_work()
+        os.kill(boss.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(taskfarm.BossStateError, match="is stopped"):
+                boss.get_report()
+            with pytest.raises(taskfarm.BossStateError, match="nothing of it was sent"):
+                boss.set_instructions({"pad": b"x" * (1 << 20)}, {"padded": [1]})
+        finally:
+            os.kill(boss.pid, signal.SIGCONT)
+        boss.set_instructions({"pad": b""}, {"padded": [7]})
+        report = boss.wait_till_finished(timeout=WAIT)
+    assert [t.result for t in report.tasks] == [7]

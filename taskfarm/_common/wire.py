@@ -12,12 +12,15 @@ A message kind the receiver does not know is a :class:`ProtocolError`, never dro
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import pickle
 import select
 import struct
+import termios
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from taskfarm._common.messages import (
@@ -120,13 +123,17 @@ class Channel:
     several messages may travel in one frame (``send_many``); when some are already
     read, ``buffered`` says so (a ``poll()`` on the descriptor would not see them)."""
 
-    __slots__ = ("_buf", "_poller", "_ready", "fd")
+    __slots__ = ("_buf", "_poller", "_ready", "fd", "when_full")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._buf = bytearray()
         self._ready: deque[Message] = deque()   # messages of a frame not yet returned
         self._poller: select.poll | None = None   # poll(), never select(): fds >= 1024
+        # For a non-blocking write end: called when the pipe is full, with whether part
+        # of the frame is already written; it waits until the pipe may take more, or
+        # raises (only when nothing of the frame was written: a frame is never cut).
+        self.when_full: Callable[[bool], None] | None = None
 
     def fileno(self) -> int:
         return self.fd
@@ -166,12 +173,26 @@ class Channel:
         if self.fd < 0:
             raise BrokenPipeError("channel is closed")
         if not buffers:
-            _write_all(self.fd, _HEAD.pack(len(head), 0) + head)
+            self._write_all((_HEAD.pack(len(head), 0) + head,))
             return
         sizes = b"".join(_SIZE.pack(b.nbytes) for b in buffers)
-        _write_all(self.fd, _HEAD.pack(len(head), len(buffers)) + sizes + head)
-        for buffer in buffers:
-            _write_all(self.fd, buffer)
+        self._write_all((_HEAD.pack(len(head), len(buffers)) + sizes + head, *buffers))
+
+    def _write_all(self, parts: tuple[bytes | memoryview, ...]) -> None:
+        started = False
+        if self.when_full is not None and _pipe_free(self.fd) < sum(map(len, parts)):
+            self.when_full(False)  # it may not fit: ask before writing any of it
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                try:
+                    written = os.write(self.fd, view)
+                except BlockingIOError:
+                    assert self.when_full is not None  # only a non-blocking end has one
+                    self.when_full(started)
+                    continue
+                started = True
+                view = view[written:]
 
     def recv(self) -> Message:
         """Receive one message. Raises EOFError when the writer has gone."""
@@ -228,11 +249,14 @@ class Channel:
         return data
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _pipe_free(fd: int) -> int:
+    """Bytes a pipe's write end can take now without blocking."""
+    queued = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, queued)
+    return int(fcntl.fcntl(fd, _F_GETPIPE_SZ)) - queued[0]
+
+
+_F_GETPIPE_SZ = 1032   # Linux fcntl: a pipe's capacity
 
 
 def blob(data: bytes) -> bytes | pickle.PickleBuffer:

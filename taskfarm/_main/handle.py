@@ -28,12 +28,17 @@ from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.shared_array import SharedArray
 from taskfarm._common.wire import Channel, Message, dumps
 from taskfarm._common.worker_class import Worker
-from taskfarm._main.batch import Rules, prepare_batch
+from taskfarm._main.batch import CHUNK, Batch, Rules, prepare_batch
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
-from taskfarm._main.lifetime import boss_environment, close_farm, stop_right_now
+from taskfarm._main.lifetime import (
+    boss_environment,
+    close_farm,
+    stop_right_now,
+    when_full,
+)
 from taskfarm._main.policies import check_policies
 from taskfarm._main.prepare import resolve_worker
 from taskfarm._main.report import Report, TaskReport
@@ -155,6 +160,8 @@ class Boss:
             os.close(control_r)
             os.close(report_w)
         self._control = Channel(control_w)
+        os.set_blocking(control_w, False)   # a stopped boss is an error, not a hang
+        self._control.when_full = when_full(self._control, self._proc.pid, self.name)
         self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
         if config.on_error == "raise":
             self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
@@ -197,15 +204,28 @@ class Boss:
             # and a Ctrl-C waits until the call has been given whole (interrupts.py).
             with self._send_lock, sigint_held():
                 self._check_open("give instructions")
-                self._shared.update((array.name, array) for array in batch.shared)
-                self._class_keys = batch.class_keys
-                self._next_batch += 1
-                ledger.add(batch.records)
-                for frame in batch.frames:
-                    self._control.send_pickled(frame)
+                ledger.add(batch.records)   # before: a report may come back at once
+                for sent, frame in enumerate(batch.frames):
+                    try:
+                        self._control.send_pickled(frame)
+                    except BaseException as exc:  # nothing of this frame was written
+                        ledger.forget(tid for tid, _ in batch.records[sent * CHUNK:])
+                        if sent:
+                            exc.add_note(f"the first {sent * CHUNK} instruction sets of "
+                                         "this call were given; the others were not")
+                            self._commit(batch)
+                        raise
+                self._commit(batch)
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
                                   for tid, record in batch.records])
             return list(batch.names)
+
+    def _commit(self, batch: Batch) -> None:
+        """What a call that reached the boss leaves in the handle (its first frame
+        carried the new Worker classes and the common instructions)."""
+        self._shared.update((array.name, array) for array in batch.shared)
+        self._class_keys = batch.class_keys
+        self._next_batch += 1
 
     # ---- control signals --------------------------------------------------------------
 

@@ -60,6 +60,13 @@ class Ledger:
                 self.records[tid] = record
                 self.next_tid = max(self.next_tid, tid + 1)
 
+    def forget(self, tids: Iterable[int]) -> None:
+        """Tasks recorded by add() that could not be sent after all."""
+        with self.cond:
+            for tid in tids:
+                record = self.records.pop(tid)
+                del self.names[record.name]
+
     def on_events(self, events: Sequence[TaskEvent]) -> None:
         """The ledger's place in the event stream: keep every ending."""
         ended = [(e.tid, e.report) for e in events

@@ -8,14 +8,52 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from taskfarm._common.errors import BossStateError
 from taskfarm._common.messages import Control, Signal
 from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.inbox import Inbox
+
+# How often a wait on the boss checks that it is not stopped (seconds).
+STOPPED_CHECK = 1.0
+
+
+def boss_stopped(pid: int) -> bool:
+    """True when the process is stopped (SIGSTOP, a debugger): it reads nothing and
+    answers nothing until it is continued."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")
+
+
+def when_full(control: Channel, pid: int, name: str) -> Callable[[bool], None]:
+    """What the main program does when the control pipe is full (the boss reads it
+    continuously, so only a stopped or very busy boss fills it): wait, and if the boss
+    is stopped before any of the message was written, say so instead of hanging. A
+    message already begun is never cut: that wait goes on until the boss resumes."""
+    poller = select.poll()
+    poller.register(control.fd, select.POLLOUT | select.POLLERR)
+
+    def wait(started: bool) -> None:
+        while True:
+            if not started and boss_stopped(pid):
+                raise BossStateError(
+                    f"{name}: the boss process (pid {pid}) is stopped (SIGSTOP, or a "
+                    "debugger) and cannot take this message; nothing of it was sent: "
+                    f"continue it (kill -CONT {pid}) and call again")
+            if poller.poll(STOPPED_CHECK * 1000):
+                return
+
+    return wait
 
 
 def stop_right_now(control: Channel, lock: threading.Lock) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from taskfarm._common.errors import (
     BossDiedError,
+    BossStateError,
     SchedulerError,
     TaskCancelledError,
     TaskError,
@@ -20,6 +21,7 @@ from taskfarm._common.messages import Snapshot
 from taskfarm._common.status import ReportStatus, TaskStatus
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.ledger import Ledger
+from taskfarm._main.lifetime import STOPPED_CHECK, boss_stopped
 from taskfarm._main.report import Report, TaskReport
 
 
@@ -72,10 +74,22 @@ class Reports:
         """The report answering SEND_REPORT number ``seq`` (already sent): every task
         that ended before the request is in it."""
         inbox, ledger = self.inbox, self.ledger
+        def answered() -> bool:
+            return seq in inbox.snapshots or inbox.closed
+
+        deadline = None if timeout is None else time.monotonic() + timeout
         with ledger.cond:
-            if not ledger.cond.wait_for(lambda: seq in inbox.snapshots or inbox.closed,
-                                        timeout):
-                raise TimeoutError(f"{self.name} did not answer SEND_REPORT within {timeout} s")
+            while not answered():
+                left = STOPPED_CHECK if deadline is None else min(
+                    STOPPED_CHECK, deadline - time.monotonic())
+                if left <= 0:
+                    raise TimeoutError(f"{self.name} did not answer SEND_REPORT within "
+                                       f"{timeout} s")
+                if not ledger.cond.wait_for(answered, left) and boss_stopped(inbox.proc.pid):
+                    raise BossStateError(
+                        f"{self.name}: the boss process (pid {inbox.proc.pid}) is stopped "
+                        "(SIGSTOP, or a debugger) and cannot answer: continue it (kill "
+                        f"-CONT {inbox.proc.pid}) and ask again")
             snapshot: Snapshot | None = inbox.snapshots.pop(seq, None)
             tasks, reported = ledger.snapshot()
             if snapshot is not None:
