@@ -574,3 +574,31 @@ def test_a_stopped_boss_is_an_error_not_a_hang() -> None:
         boss.set_instructions({"pad": b""}, {"padded": [7]})
         report = boss.wait_till_finished(timeout=WAIT)
     assert [t.result for t in report.tasks] == [7]
+
+
+class Hungry(taskfarm.Worker):
+    """Allocates what it is told, under a memory limit of its declaration."""
+
+    memory_limit = True
+    hungry_mib: int
+
+    def task(self) -> int:
+        block = bytearray(self.hungry_mib << 20)
+        return len(block) >> 20
+
+
+def test_a_memory_limit_ends_a_task_over_it_killed_and_the_worker_goes_on() -> None:
+    report = taskfarm.batch_main({"memory": 64}, {"hungry_mib": [400, 8]}, worker=Hungry,
+                                 scheduler=MaxThreadsScheduler(1), on_error="continue",
+                                 print_report=None)
+    greedy, modest = report.tasks
+    assert greedy.status == "killed" and "over its memory limit" in (greedy.reason or "")
+    assert modest.ok and modest.result == 8 and modest.pid == greedy.pid
+
+
+def test_a_run_wide_memory_limit_with_retry_memory_succeeds_on_retry() -> None:
+    report = taskfarm.batch_main({"memory": 32, "retries": 1, "retry_memory": 16},
+                                 {"greedy_mib": [200]}, worker=Greedy, memory_limit=True,
+                                 print_report=None)
+    task = report.tasks[0]
+    assert task.ok and [a[0] for a in task.attempts] == ["killed", "done"]

@@ -27,13 +27,15 @@ class Launcher:
 
     def __init__(self, scheduler: Any, book: TaskBook, batches: Batches,
                  backend: Backend[Any], prefetch: Prefetch, deadlines: Deadlines,
-                 began: Callable[[Task], None], isolated: bool, verbose: bool) -> None:
+                 began: Callable[[Task], None], isolated: bool, verbose: bool,
+                 memory_limit: bool = False) -> None:
         self.scheduler = scheduler
         self.book, self.batches, self.backend = book, batches, backend
         self.prefetch, self.deadlines = prefetch, deadlines
         self._began = began          # a task started running (its timeout starts)
         self._isolated = isolated    # every class runs isolated
         self._verbose = verbose
+        self._memory_limit = memory_limit   # every class's tasks are held to their memory
         self._recheck_after = getattr(scheduler, "recheck_after", None)
         self._rebalance_due = False  # a rebalance is scheduled
         self._full = False           # no worker process could be started: said once
@@ -132,6 +134,8 @@ class Launcher:
         instructions = dict(task.instructions)
         settings = {key[9:]: instructions.pop(key) for key in SETTING_KEYS
                     if key in instructions} or None
+        if (spec.memory_limit or self._memory_limit) and instructions.get("memory"):
+            settings = {**(settings or {}), "memory_limit": instructions["memory"]}
         # If the slot is gone by the time this is written, its end says so and the
         # task ends 'killed'.
         self.backend.give(slot, RunTask(

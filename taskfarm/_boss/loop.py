@@ -109,7 +109,7 @@ class BossLoop:
                                                   self.deadlines)
         self.launcher = Launcher(self.scheduler, self.book, self.batches, self.backend,
                                  self.prefetch, self.deadlines, self._began,
-                                 config.isolated, config.verbose)
+                                 config.isolated, config.verbose, config.memory_limit)
         self.endings = Endings(self.book, self.batches, self.deps, self.policy,
                                self.lifecycle, self._fail_fast)
         self._cancel_why = ""   # what running tasks are told while CANCELLING

@@ -47,6 +47,7 @@ class Configure(NamedTuple):
     start_method: str       # "fork" or "spawn" for worker processes
     verbose: bool
     name: str
+    memory_limit: bool = False  # every task may not grow past the memory it declares
 
 
 class WorkerClassSpec(NamedTuple):
@@ -57,6 +58,7 @@ class WorkerClassSpec(NamedTuple):
     blob: bytes             # cloudpickled class; the boss never unpickles it
     isolated: bool
     threads: int | None = None  # native thread pools of its tasks (None: the default share)
+    memory_limit: bool = False  # its tasks may not grow past the memory they declare
 
 
 class TaskSpec(NamedTuple):

@@ -43,7 +43,7 @@ __all__ = ["Attribute", "Worker", "declared_attributes", "registered_workers"]
 _MISSING = object()
 
 # Class attributes that configure the class; never instructions.
-CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared", "threads"})
+CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared", "threads", "memory_limit"})
 
 # Weak references, so that classes defined in a function (tests, notebooks) go away.
 _REGISTRY: list[weakref.ref[type[Worker]]] = []
@@ -94,6 +94,7 @@ class Worker:
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False
     threads: ClassVar[int | None] = None
+    memory_limit: ClassVar[bool] = False
 
     # Set on each subclass: its declared instructions once computed (declared_attributes).
     _taskfarm_attributes: ClassVar[dict[str, Attribute] | None]

@@ -75,6 +75,9 @@ class Boss:
             for a service that runs for weeks: a task is forgotten once
             :meth:`as_completed` has yielded its report (its name may then be given
             again, and ``after`` can no longer name it), so memory stays flat.
+        memory_limit: hold every task to the ``memory`` (MiB) it declares: a task that
+            tries to grow its process past it ends ``killed``, "over its memory limit"
+            (also settable per Worker class; see ``taskfarm._worker.memory_limit``).
     """
 
     def __init__(self, scheduler: BaseScheduler | None = None, name: str | None = None,
@@ -84,7 +87,7 @@ class Boss:
                  workers: Sequence[type[Worker] | str] | None = None,
                  timeout: float | None = None, retries: int = 0,
                  retry_on: Sequence[str] | None = None, retry_memory: float = 1.0,
-                 keep_reports: bool = True) -> None:
+                 keep_reports: bool = True, memory_limit: bool = False) -> None:
         if on_error not in ("raise", "continue"):
             raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
         if start_method is None:
@@ -134,7 +137,7 @@ class Boss:
         # Started with Ctrl-C held back: either the boss process is started and owned
         # by a finalizer that ends it, or nothing is (interrupts.py).
         config = Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
-                           start_method, verbose, self.name)
+                           start_method, verbose, self.name, bool(memory_limit))
         try:
             with sigint_held():
                 self._start_boss(config)

@@ -33,8 +33,10 @@ from taskfarm._common.processes import (
     die_with_parent,
     flush_std_streams,
 )
+from taskfarm._common.status import TaskStatus
 from taskfarm._common.wire import Channel, blob
 from taskfarm._common.worker_class import Worker
+from taskfarm._worker import memory_limit
 from taskfarm._worker.queue import TaskQueue
 
 _T = TypeVar("_T")
@@ -240,11 +242,23 @@ def serve(task_conn: Channel, result_conn: Channel,
             return
         except StopRequested:  # stopped while idle
             _end_by_sigterm()
+        limit = msg.settings.get("memory_limit") if msg.settings else None
+        lift = memory_limit.impose(limit) if limit else None
         queue.running = True
         try:
             outcome = run_task(state, msg)
         finally:
             queue.running = False
+            if lift is not None:
+                lift()
+        if limit and outcome.error_type == "builtins.MemoryError":
+            outcome = Outcome.by_boss(
+                msg.tid, TaskStatus.KILLED,
+                f"over its memory limit: it declared memory={limit:g} MiB and tried to "
+                f"grow past it (MemoryError: {outcome.error_text})",
+                ended=outcome.ended, pid=state.pid, started=outcome.started,
+                ticket=msg.instructions.get("scheduler_ticket"),
+                error_type="taskfarm.WorkerKilledError")
         if os.getpid() != state.pid:  # a copy the task forked returned: it says nothing
             flush_std_streams()
             os._exit(0)
