@@ -180,8 +180,12 @@ class Channel:
 
     def _write_all(self, parts: tuple[bytes | memoryview, ...]) -> None:
         started = False
-        if self.when_full is not None and _pipe_free(self.fd) < sum(map(len, parts)):
-            self.when_full(False)  # it may not fit: ask before writing any of it
+        if self.when_full is not None:
+            size = sum(map(len, parts))
+            # A write of at most PIPE_BUF bytes is all or nothing; a larger one that may
+            # not fit could be cut by a full pipe: ask before writing any of it.
+            if size > select.PIPE_BUF and _pipe_free(self.fd) < size:
+                self.when_full(False)
         for part in parts:
             view = memoryview(part)
             while view:
