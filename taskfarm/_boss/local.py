@@ -287,6 +287,18 @@ class LocalBackend:
             zygote, pid = None, 0
             if isolated and self.start_method == "fork":
                 zygote, pid = self._from_zygote(spec, task_r, result_w)
+                if not pid and zygote is not None:
+                    # The zygote failed while it held these pipes: a worker it forked
+                    # before dying may hold them too. Fresh ones, so that no stray
+                    # process can read this worker's tasks; the old ones reach EOF.
+                    for fd in opened:
+                        os.close(fd)
+                    opened.clear()
+                    task_r, task_w = os.pipe()
+                    opened += (task_r, task_w)
+                    result_r, result_w = os.pipe()
+                    opened += (result_r, result_w)
+                    zygote = None
             if not pid:
                 pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
         except OSError as exc:
@@ -313,7 +325,8 @@ class LocalBackend:
     def _from_zygote(self, spec: WorkerClassSpec, task_r: int,
                      result_w: int) -> tuple[Zygote | None, int]:
         """A worker forked by the class's zygote (started on first use), and that
-        zygote; pid 0 when the class has no usable zygote: the boss forks itself. A
+        zygote; pid 0 when the class has no usable zygote (None), or when the zygote
+        asked failed (returned, so that its pipes are not reused): the boss forks. A
         zygote that fails is replaced by a new one for the next task, up to
         ``ZYGOTE_RESTARTS`` times per class; after that the boss forks that class's
         workers itself."""
@@ -331,15 +344,16 @@ class LocalBackend:
             del self._zygotes[spec.key]       # a new one for the next task
         else:
             self._zygotes[spec.key] = None    # the boss forks this class from now on
-        return None, 0
+        return zygote, 0   # it was asked, and failed
 
 
 def _fork(task_r: int, result_w: int) -> int:
     flush_std_streams()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
-    worker_process.run_worker(task_r, result_w)
+    worker_process.run_worker(task_r, result_w, parent)
     return 0  # not reached
 
 

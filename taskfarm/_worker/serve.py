@@ -270,14 +270,17 @@ def serve(task_conn: Channel, result_conn: Channel,
             del msg, outcome
 
 
-def run_worker(task_r: int, result_w: int,
+def run_worker(task_r: int, result_w: int, parent: int,
                preloaded: dict[int, type[Worker]] | None = None) -> None:
     """In a freshly forked worker process: keep only its two pipe ends, die with its
-    parent, serve tasks, then exit without returning to the parent's code."""
+    parent (``parent``, its pid before the fork), serve tasks, then exit without
+    returning to the parent's code."""
     code = 1
     try:
         close_all_but(task_r, result_w)
         die_with_parent()
+        if os.getppid() != parent:  # it died before the death signal was set: so do we
+            return
         serve(Channel(task_r), Channel(result_w), preloaded)
         code = 0
     except BaseException:

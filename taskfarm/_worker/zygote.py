@@ -102,12 +102,13 @@ def _tell(sock: socket.socket, kind: bytes, pid: int, status: int) -> None:
 def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type[Worker]) -> int:
     """Fork a worker on these pipe ends; its pid, or 0 if the fork failed."""
     try:
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:
             return 0
         if pid == 0:
-            run_worker(task_r, result_w, {class_key: cls})
+            run_worker(task_r, result_w, parent, {class_key: cls})
         return pid
     finally:
         os.close(task_r)
