@@ -314,7 +314,9 @@ class LocalBackend:
             (zygote.exit_info if zygote is not None else reap)(pid)
             os.close(task_w)
             os.close(result_r)
-            raise NoCapacity(f"cannot watch a new worker process: {exc}") from exc
+            why = ("it died as it started" if isinstance(exc, ProcessLookupError)
+                   else f"cannot watch it: {exc}")
+            raise NoCapacity(f"a new worker process could not be used: {why}") from exc
         proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated)
         if zygote is not None:
             proc.zygote = zygote
