@@ -58,7 +58,7 @@ def when_full(control: Channel, pid: int, name: str) -> Callable[[bool], None]:
 
 def stop_right_now(control: Channel, lock: threading.Lock) -> None:
     """Fail-fast for a failure only the main program saw: STOP_RIGHTNOW, if the boss
-    still listens. Holds no reference to the Boss handle (see main_inbox)."""
+    still listens. Holds no reference to the Boss handle (see taskfarm._main.inbox)."""
     with lock:
         if not control.closed:
             with contextlib.suppress(OSError):
