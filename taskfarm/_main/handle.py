@@ -28,6 +28,7 @@ from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.shared_array import SharedArray
 from taskfarm._common.wire import Channel, Message, dumps
 from taskfarm._common.worker_class import Worker
+from taskfarm._main import interrupts
 from taskfarm._main.batch import CHUNK, Batch, Rules, prepare_batch
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.inbox import Inbox
@@ -138,8 +139,9 @@ class Boss:
         # by a finalizer that ends it, or nothing is (interrupts.py).
         config = Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
                            start_method, verbose, self.name, bool(memory_limit))
+        interrupts.install()
         try:
-            with sigint_held():
+            with sigint_held:
                 self._start_boss(config)
         except BaseException:  # Ctrl-C included: end what was started, then re-raise
             if hasattr(self, "_finalizer"):
@@ -205,7 +207,7 @@ class Boss:
                 return []
             # Everything pickled: from here on nothing can fail because of the input,
             # and a Ctrl-C waits until the call has been given whole (interrupts.py).
-            with self._send_lock, sigint_held():
+            with self._send_lock, sigint_held:
                 self._check_open("give instructions")
                 ledger.add(batch.records)   # before: a report may come back at once
                 for sent, frame in enumerate(batch.frames):
@@ -287,7 +289,7 @@ class Boss:
 
     def _send(self, msg: Message) -> None:
         frame = dumps(msg)
-        with self._send_lock, sigint_held():
+        with self._send_lock, sigint_held:
             self._check_open("send to the boss")
             try:
                 self._control.send_pickled(frame)
@@ -374,7 +376,7 @@ class Boss:
     def close(self) -> None:
         """Stop everything still running (STOP_RIGHTNOW) and wait for the boss to exit.
         Safe to call more than once; called by ``with`` and when the handle is dropped."""
-        with sigint_held():  # a Ctrl-C now is delivered once everything is stopped
+        with sigint_held:  # a Ctrl-C now is delivered once everything is stopped
             self._finalizer()
 
     def __enter__(self) -> Boss:

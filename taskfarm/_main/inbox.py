@@ -162,7 +162,7 @@ class Inbox:
         """With ``read_lock`` held and a message there: read and handle it."""
         # Ctrl-C waits until the message is read and handled: neither half a message
         # nor a report read but not yet kept can be lost to it.
-        with sigint_held():
+        with sigint_held:
             try:
                 self._handle(self.conn.recv())
             except (EOFError, OSError):
