@@ -23,16 +23,10 @@ what the scheduler allows and flushes the outcomes made so far to the main progr
 in one message. The loop itself only polls and dispatches; the state lives in the
 pieces it owns, each testable without processes:
 
-* :class:`~taskfarm._boss.lifecycle.Lifecycle` — the farm's state, guarded;
-* :class:`~taskfarm._boss.tasks.TaskBook` — each task's state, the pending queue;
-* :class:`~taskfarm._boss.dependencies.Dependencies` — who waits for whom;
-* :class:`~taskfarm._boss.batches.Batches` — Worker classes and common instructions;
-* :class:`~taskfarm._boss.deadlines.Deadlines` — timeouts, SIGKILLs, re-checks;
-* :class:`~taskfarm._boss.prefetch.Prefetch` — queue depth, pace, take-back;
-* :class:`~taskfarm._boss.error_policy.ErrorPolicy` — fail-fast, retries, OOM;
-* :class:`~taskfarm._boss.launcher.Launcher` — asks the scheduler, starts tasks;
-* :class:`~taskfarm._boss.endings.Endings` — records endings, releases dependents;
-* a :class:`~taskfarm._boss.backend.Backend` — where tasks run (local processes).
+``Lifecycle`` (the farm's state, guarded), ``TaskBook``, ``Dependencies``,
+``Batches``, ``Deadlines``, ``Prefetch``, ``ErrorPolicy``, ``Launcher`` (asks the
+scheduler, starts tasks), ``Endings`` (records endings) and a ``Backend`` (where tasks
+run); ``docs/architecture.md`` says which owns what.
 
 *Workers.* Run task after task (pool mode) or one task each (isolated mode), and send
 one outcome per task. A worker that dies without one is seen through its pidfd; its
@@ -290,7 +284,7 @@ class BossLoop:
         current = slot.tasks.popleft()
         self._requeue_queued(slot)   # queued behind: never started
         doom = slot.doom
-        if doom is not None and doom.tid != current.tid:
+        if doom is not None and doom.tid != current.tid and self.lifecycle.open:
             self.book.requeue(current)  # hit by the signal meant for the task before it
             return
         now = time.time()
@@ -304,6 +298,10 @@ class BossLoop:
                 f"{self.policy.likely_cause(info)}", error_type="taskfarm.WorkerKilledError",
                 ended=now, pid=slot.pid, ticket=ticket, started=current.started,
                 exit_info=info)
+        elif doom.tid != current.tid:  # cancelling: it started, and ends with the rest
+            outcome = Outcome.by_boss(current.tid, TaskStatus.CANCELLED, self._cancel_why,
+                                      ended=now, pid=slot.pid, ticket=ticket,
+                                      started=current.started)
         elif doom.status is TaskStatus.TIMEOUT:
             ran = now - (current.started or now)
             outcome = Outcome.by_boss(
@@ -365,11 +363,9 @@ class BossLoop:
             self.book.requeue(task)
 
     def _leave_to_workers(self) -> None:
-        """STOP_LISTENING: running tasks are left to their processes. Queued tasks are
-        asked back; one whose predecessor has still not reported after the Skip was
-        written can no longer start (the worker reads the Skip before it), so it is
-        reported pending. Only one whose predecessor ended meanwhile is left to its
-        worker with the running ones."""
+        """STOP_LISTENING: running tasks are left to their processes; queued ones are
+        asked back, and one whose predecessor has not reported by then is reported
+        pending (the worker reads the Skip before it could start it)."""
         self._drain_busy()
         self.launcher.take_back_queued()
         self._drain_busy()

@@ -60,8 +60,9 @@ class Prefetch:
         return len(slot.tasks) - 1 <= self.depth // 2
 
     def queued_to_take_back(self, slots: list[Slot]) -> list[tuple[Slot, int]]:
-        """HALT, STOP: every task queued behind a running one and not yet asked back,
-        marked as asked back; no slot is refilled until asked again."""
+        """HALT, STOP, or a rebalance with nothing pending: every task queued behind a
+        running one in ``slots`` and not yet asked back, marked as asked back; no slot
+        is refilled until it reports again."""
         back = []
         for slot in slots:
             for task in list(slot.tasks)[1:]:

@@ -76,9 +76,8 @@ class Boss:
             for a service that runs for weeks: a task is forgotten once
             :meth:`as_completed` has yielded its report (its name may then be given
             again, and ``after`` can no longer name it), so memory stays flat.
-        memory_limit: hold every task to the ``memory`` (MiB) it declares: a task that
-            tries to grow its process past it ends ``killed``, "over its memory limit"
-            (also settable per Worker class; see ``taskfarm._worker.memory_limit``).
+        memory_limit: a task that tries to grow past the ``memory`` (MiB) it declares
+            ends ``killed``, "over its memory limit" (also per Worker class).
     """
 
     def __init__(self, scheduler: BaseScheduler | None = None, name: str | None = None,
@@ -165,9 +164,16 @@ class Boss:
             os.close(control_r)
             os.close(report_w)
         self._control = Channel(control_w)
-        os.set_blocking(control_w, False)   # a stopped boss is an error, not a hang
-        self._control.when_full = when_full(self._control, self._proc.pid, self.name)
-        self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
+        try:
+            os.set_blocking(control_w, False)   # a stopped boss is an error, not a hang
+            self._control.when_full = when_full(self._control, self._proc.pid, self.name)
+            self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
+        except BaseException:  # no finalizer yet: undo the start here
+            self._proc.kill()
+            self._proc.wait()
+            self._control.close()
+            os.close(report_r)
+            raise
         if config.on_error == "raise":
             self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
                                                              self._send_lock)
@@ -198,10 +204,9 @@ class Boss:
             if self._ended:
                 raise BossStateError(f"{self.name}: no instructions after end() or a stop")
             ledger = self._ledger
-            with ledger.cond:
-                names, statuses = dict(ledger.names), dict(ledger.statuses)
+            # The live dicts, only looked up (the receiver thread may add to them).
             batch = prepare_batch(common_instructions, individual_instructions, worker,
-                                  self._rules, names, statuses, ledger.next_tid,
+                                  self._rules, ledger.names, ledger.statuses, ledger.next_tid,
                                   self._next_batch, self._class_keys)
             if not batch.names:
                 return []
@@ -219,6 +224,11 @@ class Boss:
                             exc.add_note(f"the first {sent * CHUNK} instruction sets of "
                                          "this call were given; the others were not")
                             self._commit(batch)
+                            self._events.publish([
+                                TaskEvent(EventKind.QUEUED, tid, record.name)
+                                for tid, record in batch.records[:sent * CHUNK]])
+                        if isinstance(exc, OSError):  # the boss is gone: say so
+                            self._raise_if_gone("give instructions", force=True)
                         raise
                 self._commit(batch)
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)

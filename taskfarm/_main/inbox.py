@@ -89,6 +89,10 @@ class Inbox:
                     self._read_one()
         except OSError:
             self._gone()
+        except BaseException as exc:  # a bug here must not leave waiters hanging
+            self._gone(BossDiedError(f"the main program could not read the boss's messages "
+                                     f"({type(exc).__name__}: {exc}); the farm is stopped",
+                                     self.proc.pid))
         finally:
             with self.read_lock:  # only this thread closes the pipes
                 conn.close()
@@ -193,11 +197,12 @@ class Inbox:
         else:
             raise unexpected(msg, "the main program")
 
-    def _gone(self) -> None:
-        """The pipe reached its end without a goodbye: the boss died."""
+    def _gone(self, died: BossDiedError | None = None) -> None:
+        """The pipe reached its end without a goodbye: the boss died (or ``died`` says
+        what else ended the reading)."""
         if self.closed:
             return
-        died = self._death()
+        died = died or self._death()
         with self.cond:
             if self.goodbye is None:
                 self.died = died

@@ -58,11 +58,18 @@ def when_full(control: Channel, pid: int, name: str) -> Callable[[bool], None]:
 
 def stop_right_now(control: Channel, lock: threading.Lock) -> None:
     """Fail-fast for a failure only the main program saw: STOP_RIGHTNOW, if the boss
-    still listens. Holds no reference to the Boss handle (see taskfarm._main.inbox)."""
-    with lock:
-        if not control.closed:
-            with contextlib.suppress(OSError):
-                control.send_pickled(dumps(Control(Signal.STOP_RIGHTNOW)))
+    still listens. Holds no reference to the Boss handle (see taskfarm._main.inbox).
+    Sent from a thread of its own: the thread that found the failure reads the boss's
+    messages, and must not wait for the send lock (its holder may be waiting for the
+    boss, which may be waiting for the reader)."""
+
+    def send() -> None:
+        with lock:
+            if not control.closed:
+                with contextlib.suppress(OSError, BossStateError):
+                    control.send_pickled(dumps(Control(Signal.STOP_RIGHTNOW)))
+
+    threading.Thread(target=send, name="taskfarm-fail-fast", daemon=True).start()
 
 
 def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
@@ -76,6 +83,7 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         return
     with lock:
         if not control.closed:
+            control.when_full = None   # a full pipe (a stopped boss): skip, EOF will do
             if not inbox.closed:
                 with contextlib.suppress(OSError):
                     control.send_pickled(dumps(Control(Signal.STOP_RIGHTNOW)))

@@ -30,13 +30,14 @@ from taskfarm._common.wire import Channel, ProtocolError, unexpected
 class TaskQueue:
     """Tasks read from the boss, in order, and the answers to its take-backs."""
 
-    __slots__ = ("_error", "_handling", "ahead", "results", "running", "tasks")
+    __slots__ = ("_again", "_error", "_handling", "ahead", "results", "running", "tasks")
 
     def __init__(self, tasks: Channel, results: Channel) -> None:
         self.tasks, self.results = tasks, results
         self.ahead: deque[RunTask] = deque()
         self.running = False       # a task runs: the signal handler may read the pipe
-        self._handling = False     # the handler is reading (a second signal waits)
+        self._handling = False     # the handler is reading: a second signal asks again
+        self._again = False
         self._error: BaseException | None = None   # met by the handler, raised by next()
 
     def listen(self) -> None:
@@ -75,11 +76,17 @@ class TaskQueue:
             raise unexpected(msg, "a worker process")
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if not self.running or self._handling:
+        if not self.running:
+            return
+        if self._handling:   # in the middle of reading: read once more when done
+            self._again = True
             return
         self._handling = True
         try:
-            self._read_ready()
+            self._again = True
+            while self._again:
+                self._again = False
+                self._read_ready()
         except (EOFError, OSError, ProtocolError) as exc:
             self._error = exc   # the loop meets it before the next task
         finally:
