@@ -56,9 +56,10 @@ def test_fail_fast_reraises_the_workers_own_exception_with_its_traceback() -> No
     assert report.status is taskfarm.ReportStatus.FAILED
     statuses = [str(t.status) for t in report.tasks]
     assert statuses[:2] == ["done", "failed"]
-    # The task queued behind the failing one may have started as the failure was
-    # reported: it ends done or cancelled; nothing after it starts.
-    assert set(statuses[2:]) <= {"done", "cancelled"} and len(statuses) <= 3
+    # Tasks queued behind the failing one in its worker (tiny tasks are prefetched)
+    # may have started before the boss heard of the failure: they end done or
+    # cancelled; the others stay pending.
+    assert set(statuses[2:]) <= {"done", "cancelled"}
     assert len(report.tasks) + len(report.pending) == 4
     assert "raise_boom" in report["Misbehave-1"].traceback
 

@@ -213,7 +213,7 @@ def test_undeclared_keys_reach_a_class_that_accepts_them() -> None:
 def test_verbose_boss_logs_its_launches(capfd: pytest.CaptureFixture[str]) -> None:
     taskfarm.batch_main({}, {"x": [1, 2]}, worker=Add, verbose=True, print_report=None)
     err = capfd.readouterr().err
-    assert "[taskfarm boss] launched Add-0" in err
+    assert "[taskfarm.boss] INFO launched task 'Add-0' on worker process" in err
 
 
 def test_as_completed_timeout_is_a_timeout_error(gate: Gate, mailbox: Mailbox) -> None:

@@ -150,7 +150,7 @@ def test_builtin_numbers_are_checked() -> None:
 def test_declarations() -> None:
     attrs = taskfarm._common.worker_class.declared_attributes(Scale)
     assert {"name", "memory", "expected_time", "scheduler_ticket", "resources", "after",
-            "timeout", "retries", "retry_on", "retry_memory",
+            "timeout", "retries", "retry_on", "retry_memory", "seed",
             "value", "factor", "mode"} == set(attrs)
     assert attrs["value"].required and not attrs["factor"].required
     assert attrs["mode"].allowed == ("mul", "div")

@@ -31,9 +31,12 @@ from hypothesis import strategies as st
 from taskfarm._common import wire
 from taskfarm._common.messages import (
     AddTasks,
+    Cancel,
     Configure,
     Control,
     Goodbye,
+    Notice,
+    NoticeKind,
     Outcome,
     Outcomes,
     RunTask,
@@ -42,6 +45,7 @@ from taskfarm._common.messages import (
     Skipped,
     Snapshot,
     TaskSpec,
+    Watch,
     WorkerClassSpec,
 )
 from taskfarm._common.processes import ExitInfo
@@ -99,7 +103,13 @@ def _samples() -> list[wire.Message]:
         _done(1),
         Outcomes((_done(1), _failed(2), _killed(3),
                   Outcome.by_boss(4, TaskStatus.CANCELLED, "calib_102 failed",
-                                  ended=13.0))),
+                                  ended=13.0)),
+                 (Notice(5, NoticeKind.STARTED, (4242, 0, 14.0)),
+                  Notice(5, NoticeKind.EMITTED, b"pickled value"),
+                  Notice(-1, NoticeKind.LOG, {"name": "calib", "levelno": 30}))),
+        Watch(),
+        Cancel(tids=(5, 6)),
+        Notice(5, NoticeKind.EMITTED, b"pickled value"),
         Snapshot(seq=3, state="running", running=((5, 4242, 0, 14.0), (6, None, None, 14.5))),
         Goodbye(status="finished", reason="every task ended", pending=(8, 9)),
     ]
@@ -127,6 +137,7 @@ def _assert_same(got: object, sent: object) -> None:
     if isinstance(sent, Outcomes):
         assert isinstance(got, Outcomes)
         assert [type(o) for o in got.outcomes] == [Outcome] * len(sent.outcomes)
+        assert [type(n) for n in got.notices] == [Notice] * len(sent.notices)
 
 
 # ---- pipes --------------------------------------------------------------------------

@@ -13,8 +13,14 @@ import traceback
 
 from taskfarm._boss.launcher import default_native_threads
 from taskfarm._boss.loop import BossLoop, ParentGone
-from taskfarm._common.messages import Configure, Goodbye
-from taskfarm._common.processes import TAKE_BACK_SIGNAL, unlink_shared
+from taskfarm._common.logs import LEVEL_VARIABLE, forward_from
+from taskfarm._common.messages import Configure, Goodbye, Notice, NoticeKind
+from taskfarm._common.processes import (
+    CAPTURE_VARIABLE,
+    SEED_VARIABLE,
+    TAKE_BACK_SIGNAL,
+    unlink_shared,
+)
 from taskfarm._common.status import ReportStatus
 from taskfarm._common.wire import Channel, unexpected
 
@@ -40,7 +46,11 @@ def main(argv: list[str]) -> int:
     if not isinstance(config, Configure):
         raise unexpected(config, "the boss (first message)")
     sys.path[:] = config.sys_path
+    _worker_environment(config)
     loop = BossLoop(control, reports, parent_fd, config)
+    notices = loop.endings.notices
+    forward_from(lambda fields: notices.append(
+        Notice(-1, NoticeKind.LOG, {**fields, "taskfarm_source": "boss"})), config.log_level)
     default_native_threads(loop.scheduler)
     linger = parent_gone = False
     try:
@@ -60,6 +70,19 @@ def main(argv: list[str]) -> int:
         if parent_gone:  # nobody else is left to remove them
             unlink_shared(loop.shared)
     return 0
+
+
+def _worker_environment(config: Configure) -> None:
+    """What every worker process reads at its start, through the environment it
+    inherits (under fork and spawn alike): the levels it forwards log records from,
+    the run seed, whether every task's output is captured."""
+    os.environ[LEVEL_VARIABLE] = str(config.task_log_level)
+    for name, value in ((SEED_VARIABLE, config.seed),
+                        (CAPTURE_VARIABLE, "1" if config.capture_output else None)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol, TypeVar
 
 from taskfarm._boss.tasks import Task
-from taskfarm._common.messages import Outcome, RunTask, Skipped, WorkerClassSpec
+from taskfarm._common.messages import Notice, Outcome, RunTask, Skipped, WorkerClassSpec
 from taskfarm._common.processes import ExitInfo
 from taskfarm._common.status import TaskStatus
 
@@ -46,12 +46,14 @@ class Slot(Protocol):
     doom: Doom | None           # set while it is being stopped
     classes: set[int]           # Worker classes it holds (sent once)
     commons: set[int]           # common-instruction batches it holds (sent once)
+    number: int                 # its number among the slots alive (reused once it ends)
+    ran: int                    # tasks it has reported (max_tasks_per_child)
 
 
 class BackendEvents(Protocol):
     """What a backend tells the loop (implemented by the loop)."""
 
-    def on_messages(self, slot: Slot, msgs: list[Outcome | Skipped]) -> None:
+    def on_messages(self, slot: Slot, msgs: list[Outcome | Skipped | Notice]) -> None:
         """Messages a slot sent, in order (read in one go)."""
 
     def on_exit(self, slot: Slot, info: ExitInfo) -> None:
@@ -91,6 +93,10 @@ class Backend(Protocol[S]):
     def idle(self, slot: S) -> None:
         """The slot has nothing left to run: keep it for the next task, or retire it
         (isolated)."""
+
+    def retire(self, slot: S) -> None:
+        """The slot has nothing left to run and must not be reused: its process ends
+        normally (its Worker classes' ``teardown_process`` runs)."""
 
     def stop(self, slot: S) -> None:
         """Begin stopping the slot's process without blocking (its ``doom`` says why);

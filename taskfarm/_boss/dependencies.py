@@ -77,6 +77,12 @@ class Dependencies:
                 cancel.append((task, _reason(name, status)))
         return ready, cancel
 
+    def withdraw(self, task: Task) -> None:
+        """A waiting task is cancelled on its own: it waits no more (its ending, which
+        the caller records, releases the tasks that wait for it)."""
+        del self.blocked[task.tid]
+        self._waiting.pop(task.tid, None)
+
     def _forget_waits(self, task: Task) -> None:
         for waiting in self._dependents.values():
             if task in waiting:

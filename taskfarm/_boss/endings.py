@@ -6,6 +6,7 @@ or :meth:`Endings.cancel_unstarted` into the outbox, which the loop flushes.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
 from collections.abc import Callable
@@ -15,9 +16,11 @@ from taskfarm._boss.dependencies import Dependencies
 from taskfarm._boss.error_policy import ErrorPolicy
 from taskfarm._boss.lifecycle import Lifecycle
 from taskfarm._boss.tasks import Task, TaskBook, TaskState
-from taskfarm._common.messages import Outcome
+from taskfarm._common.messages import Notice, Outcome
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.wire import OUT_OF_BAND_MIN, blob
+
+_LOG = logging.getLogger("taskfarm.boss")
 
 
 class Endings:
@@ -30,12 +33,15 @@ class Endings:
         self.policy, self.lifecycle = policy, lifecycle
         self._fail_fast = fail_fast   # called with why, when an ending stops the run
         self.outbox: list[Outcome] = []
+        self.notices: list[Notice] = []   # flushed with the outbox, handled before it
 
     def finish(self, task: Task, outcome: Outcome) -> None:
         """A running (or queued) task ended so: retry it, or record its ending."""
         if self.lifecycle.open and self.policy.retries(task, outcome):
             self.policy.prepare_retry(task, outcome)
             self.book.requeue(task)
+            _LOG.info("task %r ended %s (%s); trying again (attempt %d)", task.name,
+                      outcome.status, outcome.error_text or "", len(task.attempts) + 1)
             return
         if task.attempts:
             outcome = outcome._replace(attempts=tuple(task.attempts))

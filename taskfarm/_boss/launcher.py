@@ -5,8 +5,8 @@ back. The scheduler is asked here and nowhere else.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,20 +21,22 @@ from taskfarm._common.messages import SETTING_KEYS, RunTask
 from taskfarm._common.processes import THREAD_VARIABLES
 from taskfarm._common.system import available_cpus
 
+_LOG = logging.getLogger("taskfarm.boss")
+
 
 class Launcher:
     """Starts what the scheduler allows on the backend's slots."""
 
     def __init__(self, scheduler: Any, book: TaskBook, batches: Batches,
                  backend: Backend[Any], prefetch: Prefetch, deadlines: Deadlines,
-                 began: Callable[[Task], None], isolated: bool, verbose: bool,
-                 memory_limit: bool = False) -> None:
+                 began: Callable[[Task], None], isolated: bool,
+                 memory_limit: bool = False, max_tasks_per_child: int | None = None) -> None:
         self.scheduler = scheduler
         self.book, self.batches, self.backend = book, batches, backend
         self.prefetch, self.deadlines = prefetch, deadlines
         self._began = began          # a task started running (its timeout starts)
         self._isolated = isolated    # every class runs isolated
-        self._verbose = verbose
+        self._max_tasks = max_tasks_per_child   # a pool process is replaced after so many
         self._memory_limit = memory_limit   # every class's tasks are held to their memory
         self._recheck_after = getattr(scheduler, "recheck_after", None)
         self._rebalance_due = False  # a rebalance is scheduled
@@ -66,8 +68,7 @@ class Launcher:
         """Say so once per episode; with no task running, try again a second later
         (a running one's end would otherwise be the next chance)."""
         if not self._full:
-            print(f"[taskfarm boss] running with the worker processes there are: {why}",
-                  file=sys.stderr, flush=True)
+            _LOG.warning("running with the worker processes there are: %s", why)
         self._full = True
         if not self.book.running:
             self.deadlines.recheck(1.0)
@@ -84,7 +85,10 @@ class Launcher:
                 continue
             current = slot.tasks[0].name
             others = {k: v for k, v in book.running_view.items() if k != current}
-            while len(slot.tasks) <= depth and book.pending:
+            room = depth + 1
+            if self._max_tasks is not None:  # never queue past the process's last task
+                room = min(room, self._max_tasks - slot.ran)
+            while len(slot.tasks) < room and book.pending:
                 chosen = self._ask(others, first_only=True)
                 if not chosen:
                     break
@@ -143,9 +147,13 @@ class Launcher:
             None if task.class_key in slot.classes else spec.blob,
             None if batch in slot.commons else self.batches.common(batch),
             forget, settings, spec.threads, task.payload))
-        if self._verbose:
-            how = "queued" if behind is not None else "launched"
-            print(f"[taskfarm boss] {how} {task.name} on pid {slot.pid}", file=sys.stderr)
+        if _LOG.isEnabledFor(logging.INFO):
+            _LOG.info("%s task %r on worker process %d",
+                      "queued" if behind is not None else "launched", task.name, slot.pid)
+
+    def used_up(self, slot: Slot) -> bool:
+        """True when a pool slot has run its ``max_tasks_per_child``: it is replaced."""
+        return self._max_tasks is not None and slot.ran >= self._max_tasks
 
     def rebalance(self) -> None:
         """A slot idles and nothing is pending: take back the tasks queued behind a

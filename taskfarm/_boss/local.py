@@ -17,6 +17,7 @@ inherit anything. Isolated tasks of a class come from that class's zygote
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import signal
@@ -29,7 +30,7 @@ from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.tasks import Task
 from taskfarm._boss.zygote import Zygote
 from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
-from taskfarm._common.messages import Outcome, RunTask, Skip, Skipped, WorkerClassSpec
+from taskfarm._common.messages import Notice, Outcome, RunTask, Skip, Skipped, WorkerClassSpec
 from taskfarm._common.processes import (
     TAKE_BACK_SIGNAL,
     ExitInfo,
@@ -63,12 +64,14 @@ ZYGOTE_RESTARTS = 3
 class WorkerProcess:
     """The boss's handle on one worker process (a :class:`~taskfarm._boss.backend.Slot`)."""
 
-    __slots__ = ("classes", "commons", "doom", "isolated", "nudge", "outgoing", "pid", "pidfd",
-                 "result_conn", "task_conn", "tasks", "zygote")
+    __slots__ = ("classes", "commons", "doom", "isolated", "nudge", "number", "outgoing", "pid",
+                 "pidfd", "ran", "result_conn", "task_conn", "tasks", "zygote")
 
     def __init__(self, pid: int, pidfd: int, task_conn: Channel, result_conn: Channel,
-                 isolated: bool) -> None:
+                 isolated: bool, number: int = 0) -> None:
         self.pid = pid
+        self.number = number
+        self.ran = 0
         self.pidfd = pidfd
         self.task_conn: Channel | None = task_conn
         self.result_conn: Channel | None = result_conn
@@ -139,7 +142,7 @@ class LocalBackend:
 
     def drain(self, slot: WorkerProcess) -> None:
         conn = slot.result_conn
-        msgs: list[Outcome | Skipped] = []
+        msgs: list[Outcome | Skipped | Notice] = []
         try:
             while conn is not None and conn.poll():
                 msgs.append(self._checked(conn.recv()))
@@ -153,6 +156,9 @@ class LocalBackend:
             self._retire(slot)
         elif slot.task_conn is not None and slot.doom is None and slot not in self._idle:
             self._idle.append(slot)
+
+    def retire(self, slot: WorkerProcess) -> None:
+        self._retire(slot)
 
     def stop(self, slot: WorkerProcess) -> None:
         if slot in self._idle:
@@ -194,7 +200,7 @@ class LocalBackend:
         proc = self._owner(fd)
         conn = proc.result_conn
         assert conn is not None
-        msgs: list[Outcome | Skipped] = []
+        msgs: list[Outcome | Skipped | Notice] = []
         try:
             # Several messages may come in one read; poll() cannot see those buffered.
             msgs.append(self._checked(conn.recv()))
@@ -214,8 +220,8 @@ class LocalBackend:
         return self._by_fd[fd]
 
     @staticmethod
-    def _checked(msg: object) -> Outcome | Skipped:
-        if not isinstance(msg, (Outcome, Skipped)):
+    def _checked(msg: object) -> Outcome | Skipped | Notice:
+        if not isinstance(msg, (Outcome, Skipped, Notice)):
             raise unexpected(msg, "the boss (from a worker)")
         return msg
 
@@ -317,7 +323,9 @@ class LocalBackend:
             why = ("it died as it started" if isinstance(exc, ProcessLookupError)
                    else f"cannot watch it: {exc}")
             raise NoCapacity(f"a new worker process could not be used: {why}") from exc
-        proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated)
+        used = {p.number for p in self.procs.values()}
+        number = next(n for n in itertools.count() if n not in used)
+        proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated, number)
         if zygote is not None:
             proc.zygote = zygote
             proc.classes.add(spec.key)  # loaded by the zygote: no need to send it

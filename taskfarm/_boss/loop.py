@@ -46,26 +46,33 @@ from typing import Any
 
 from taskfarm._boss.backend import Backend, Doom, Slot
 from taskfarm._boss.batches import Batches
+from taskfarm._boss.cancels import Cancels
 from taskfarm._boss.deadlines import Clock, Deadlines
 from taskfarm._boss.dependencies import Dependencies
 from taskfarm._boss.endings import Endings
 from taskfarm._boss.error_policy import ErrorPolicy
+from taskfarm._boss.exits import exit_outcome
 from taskfarm._boss.launcher import Launcher
 from taskfarm._boss.lifecycle import FarmState, Lifecycle
 from taskfarm._boss.local import LocalBackend
 from taskfarm._boss.prefetch import Prefetch
+from taskfarm._boss.stopping import Stopping
 from taskfarm._boss.tasks import Task, TaskBook, TaskState
 from taskfarm._common.errors import SchedulerError
 from taskfarm._common.messages import (
     AddTasks,
+    Cancel,
     Configure,
     Control,
     Goodbye,
+    Notice,
+    NoticeKind,
     Outcome,
     Outcomes,
     Signal,
     Skipped,
     Snapshot,
+    Watch,
 )
 from taskfarm._common.processes import ExitInfo
 from taskfarm._common.status import TaskStatus
@@ -103,13 +110,20 @@ class BossLoop:
                                                   self.deadlines)
         self.launcher = Launcher(self.scheduler, self.book, self.batches, self.backend,
                                  self.prefetch, self.deadlines, self._began,
-                                 config.isolated, config.verbose, config.memory_limit)
+                                 config.isolated, config.memory_limit,
+                                 config.max_tasks_per_child)
         self.endings = Endings(self.book, self.batches, self.deps, self.policy,
                                self.lifecycle, self._fail_fast)
+        self.cancels = Cancels(self.book, self.deps, self.endings, self.prefetch,
+                               self.backend, self._stop_slot)
+        self.stopping = Stopping(self.backend, self.book, self.prefetch, self.launcher,
+                                 self.cancels, self._stop_slot)
+        self._started_notices = config.started_notices
         self._cancel_why = ""   # what running tasks are told while CANCELLING
         self._cause = ""        # what ended the run, when not a task (Goodbye.cause)
         self._on_message: dict[type[Any], Callable[[Any], None]] = {
-            AddTasks: self._add_tasks, Control: self._on_signal}
+            AddTasks: self._add_tasks, Control: self._on_signal, Cancel: self._on_cancel,
+            Watch: self._on_watch}
         self.watch(control.fileno(), self._on_control)
         self.watch(parent_fd, self._on_parent_gone)
 
@@ -128,7 +142,7 @@ class BossLoop:
                     self._cause = "scheduler"
                     self._cancel(FarmState.FAILED, str(exc), f"the run ended: {exc}")
             if lifecycle.state is FarmState.CANCELLING:
-                self._stop_busy_slots()
+                self.stopping.stop_busy_slots(self._cancel_why)
             self._check_done()
             self._flush()
             if lifecycle.state.final:
@@ -201,6 +215,12 @@ class BossLoop:
                 self.endings.cancel_unstarted(task, reason)
             # "": it waits for its prerequisites in self.deps
 
+    def _on_cancel(self, msg: Cancel) -> None:
+        self.cancels.cancel(msg.tids)
+
+    def _on_watch(self, msg: Watch) -> None:
+        self._started_notices = msg.started
+
     def _on_signal(self, msg: Control) -> None:
         sig = msg.signal
         if sig in (Signal.HALT, Signal.RESUME, Signal.END):
@@ -219,7 +239,7 @@ class BossLoop:
             self.lifecycle.stop()
             self.launcher.take_back_queued()
         elif sig is Signal.STOP_LISTENING:
-            self._leave_to_workers()
+            self.stopping.leave_to_workers()
             self.lifecycle.end(FarmState.STOPPED, "STOP_LISTENING: running tasks were left "
                                                   "to finish alone")
         elif sig is Signal.STOP_RIGHTNOW:
@@ -230,10 +250,13 @@ class BossLoop:
 
     # ---- the backend's events -----------------------------------------------------------
 
-    def on_messages(self, slot: Slot, msgs: list[Outcome | Skipped]) -> None:
-        """Outcomes (and answers to take-backs) a slot sent, in order."""
+    def on_messages(self, slot: Slot, msgs: list[Outcome | Skipped | Notice]) -> None:
+        """Outcomes (and answers to take-backs, and notices) a slot sent, in order."""
         book, prefetch = self.book, self.prefetch
         for msg in msgs:
+            if isinstance(msg, Notice):  # emitted values, log records: forwarded
+                self.endings.notices.append(msg)
+                continue
             if isinstance(msg, Skipped):  # a queued task it will never start, any order
                 self._skipped(slot, msg.tid)
                 continue
@@ -248,9 +271,15 @@ class BossLoop:
                 prefetch.learn(msg.ended - msg.started)
             if task.state is TaskState.QUEUED:  # asked back too late: it had started
                 book.begin(task, msg.started or time.time())
+                self.cancels.asked_back.discard(task.tid)
+                self._say_started(task)
+            slot.ran += 1
             self.endings.finish(task, msg)
         if not slot.tasks:
-            self.backend.idle(slot)
+            if self.launcher.used_up(slot):
+                self.backend.retire(slot)
+            else:
+                self.backend.idle(slot)
             if not book.pending and prefetch.enabled:
                 self.launcher.rebalance()
         elif slot.doom is None and not slot.isolated and prefetch.wants_more(slot):
@@ -261,8 +290,7 @@ class BossLoop:
         for index, task in enumerate(slot.tasks):
             if task.tid == tid:
                 del slot.tasks[index]
-                self.prefetch.skipping.discard(tid)
-                self.book.requeue(task)
+                self.stopping.put_back(task)
                 if index == 0:
                     self._next_began(slot)
                 return
@@ -282,7 +310,7 @@ class BossLoop:
         if not slot.tasks:
             return
         current = slot.tasks.popleft()
-        self._requeue_queued(slot)   # queued behind: never started
+        self.stopping.requeue_queued(slot)   # queued behind: never started
         doom = slot.doom
         if doom is not None and doom.tid != current.tid and self.lifecycle.open:
             self.book.requeue(current)  # hit by the signal meant for the task before it
@@ -290,38 +318,27 @@ class BossLoop:
         now = time.time()
         if current.state is TaskState.QUEUED:
             self.book.begin(current, now)
-        ticket = current.instructions.get("scheduler_ticket")
-        if doom is None:
-            outcome = Outcome.by_boss(
-                current.tid, TaskStatus.KILLED,
-                f"worker process {slot.pid} {info.describe()} without reporting"
-                f"{self.policy.likely_cause(info)}", error_type="taskfarm.WorkerKilledError",
-                ended=now, pid=slot.pid, ticket=ticket, started=current.started,
-                exit_info=info)
-        elif doom.tid != current.tid:  # cancelling: it started, and ends with the rest
-            outcome = Outcome.by_boss(current.tid, TaskStatus.CANCELLED, self._cancel_why,
-                                      ended=now, pid=slot.pid, ticket=ticket,
-                                      started=current.started)
-        elif doom.status is TaskStatus.TIMEOUT:
-            ran = now - (current.started or now)
-            outcome = Outcome.by_boss(
-                current.tid, doom.status, f"{doom.why}: stopped after {ran:.1f} s "
-                f"({info.describe()})", ended=now, pid=slot.pid, ticket=ticket,
-                started=current.started, exit_info=info)
-        else:
-            outcome = Outcome.by_boss(current.tid, doom.status, doom.why, ended=now,
-                                      pid=slot.pid, ticket=ticket, started=current.started)
-        self.endings.finish(current, outcome)
+        self.endings.finish(current, exit_outcome(current, slot, info, now,
+                                                  self.policy.likely_cause(info),
+                                                  self._cancel_why))
 
     # ---- deadlines and stopping ---------------------------------------------------------
 
     def _began(self, task: Task) -> None:
         """A task started running: its timeout, if it has one, starts now. The entry
         number tells this run of the task from a later one (a retry, a requeue)."""
+        if self._started_notices:
+            self._say_started(task)
         timeout = task.instructions.get("timeout")
         if timeout:
             entry = task.entry
             self.deadlines.after(timeout, lambda: self._time_out(task, entry, timeout))
+
+    def _say_started(self, task: Task) -> None:
+        slot = task.worker
+        if self._started_notices and slot is not None:
+            self.endings.notices.append(Notice(task.tid, NoticeKind.STARTED,
+                                               (slot.pid, slot.number, task.started)))
 
     def _time_out(self, task: Task, entry: int, timeout: float) -> None:
         slot = task.worker
@@ -347,46 +364,14 @@ class BossLoop:
             self.lifecycle.cancel(outcome, reason)
             self._cancel_why = why
 
-    def _stop_busy_slots(self) -> None:
-        """While cancelling: outcomes already written stand; every other running task
-        ends 'cancelled' when its process is gone."""
-        self._drain_busy()
-        for slot in self.backend.slots():
-            if slot.tasks and slot.doom is None:
-                self._stop_slot(slot, Doom(slot.tasks[0].tid, TaskStatus.CANCELLED,
-                                           self._cancel_why))
-
-    def _requeue_queued(self, slot: Slot) -> None:
-        while slot.tasks:
-            task = slot.tasks.pop()
-            self.prefetch.skipping.discard(task.tid)
-            self.book.requeue(task)
-
-    def _leave_to_workers(self) -> None:
-        """STOP_LISTENING: running tasks are left to their processes; queued ones are
-        asked back, and one whose predecessor has not reported by then is reported
-        pending (the worker reads the Skip before it could start it)."""
-        self._drain_busy()
-        self.launcher.take_back_queued()
-        self._drain_busy()
-        for slot in self.backend.slots():
-            while len(slot.tasks) > 1:
-                task = slot.tasks.pop()
-                self.prefetch.skipping.discard(task.tid)
-                self.book.requeue(task)
-
-    def _drain_busy(self) -> None:
-        for slot in self.backend.slots():
-            if slot.tasks:
-                self.backend.drain(slot)
-
     # ---- the main program, outbound ----------------------------------------------------
 
     def _flush(self) -> None:
-        outbox = self.endings.outbox
-        if outbox:
-            self.send(Outcomes(tuple(outbox)))
+        outbox, notices = self.endings.outbox, self.endings.notices
+        if outbox or notices:
+            self.send(Outcomes(tuple(outbox), tuple(notices)))
             outbox.clear()
+            notices.clear()
 
     def send(self, msg: Message) -> None:
         try:

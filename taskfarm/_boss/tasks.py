@@ -257,6 +257,12 @@ class TaskBook:
         task.started = now
         self.running_view[task.name] = task.instructions
 
+    def withdraw(self, task: Task) -> None:
+        """A pending task that has just ended without running (cancelled) leaves the
+        pending queue."""
+        del self.pending_by_tid[task.tid]
+        self.pending.discard(task)
+
     def requeue(self, task: Task) -> None:
         """A task goes back to the front of the pending queue: queued but never started,
         to be retried, or hit by a signal meant for the task before it."""

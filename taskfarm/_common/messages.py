@@ -48,6 +48,12 @@ class Configure(NamedTuple):
     verbose: bool
     name: str
     memory_limit: bool = False  # every task may not grow past the memory it declares
+    log_level: int = 30     # the main program's level for the "taskfarm" logger
+    task_log_level: int = 30  # ... and for "taskfarm.task" (records tasks log)
+    seed: int | None = None   # the run seed: each task gets one derived from it
+    capture_output: bool = False  # every task's stdout and stderr travel in its report
+    max_tasks_per_child: int | None = None  # a pool process is replaced after so many
+    started_notices: bool = False  # say when each task starts (see Watch)
 
 
 class WorkerClassSpec(NamedTuple):
@@ -59,6 +65,7 @@ class WorkerClassSpec(NamedTuple):
     isolated: bool
     threads: int | None = None  # native thread pools of its tasks (None: the default share)
     memory_limit: bool = False  # its tasks may not grow past the memory they declare
+    capture_output: bool = False  # its tasks' stdout and stderr travel in their reports
 
 
 class TaskSpec(NamedTuple):
@@ -90,6 +97,20 @@ class Control(NamedTuple):
 
     signal: Signal
     seq: int = 0
+
+
+class Watch(NamedTuple):
+    """From now on, send a STARTED notice for each task a worker starts (someone in
+    the main program reads them: ``Boss.events()``, an Executor, a progress bar)."""
+
+    started: bool = True
+
+
+class Cancel(NamedTuple):
+    """Cancel these tasks: pending ones end 'cancelled' at once, running ones are
+    stopped as for a timeout and end 'cancelled'; ended ones are left as they are."""
+
+    tids: tuple[int, ...]
 
 
 # ---- boss -> worker -----------------------------------------------------------------
@@ -132,6 +153,23 @@ class Skipped(NamedTuple):
 
 # ---- worker -> boss -> main ---------------------------------------------------------
 
+class NoticeKind(enum.IntEnum):
+    """What a :class:`Notice` says."""
+
+    STARTED = 1   # value: (pid, slot number, time.time()); made by the boss
+    EMITTED = 2   # value: the pickled value a task gave to ``emit()``
+    LOG = 3       # value: a log record's attributes (dict); tid -1 outside any task
+
+
+class Notice(NamedTuple):
+    """Something about a task, short of its ending: forwarded to the main program in
+    the order it happened, ahead of the task's Outcome."""
+
+    tid: int
+    kind: int        # a NoticeKind (a plain int on the wire)
+    value: Any
+
+
 class Outcome(NamedTuple):
     """How one task ended. Made by the worker (done, failed) or by the boss (killed,
     timeout, cancelled), forwarded to the main program as it is. Made only through the
@@ -155,27 +193,33 @@ class Outcome(NamedTuple):
     attempts: tuple[tuple[str, str], ...] = ()  # earlier attempts: (ending, why), boss-made
     # Large buffers of the result (numpy data), out of band: never copied into a pickle.
     result_buffers: tuple[Any, ...] = ()
+    setup_time: float = 0.0       # setup_process this task waited for (not in its duration)
+    cpu_time: float | None = None  # user + system seconds of the task
+    stdout: str | None = None     # captured output (capture_output), bounded
+    stderr: str | None = None
 
     @classmethod
     def done(cls, tid: int, result_blob: bytes | PickleBuffer, buffers: tuple[Any, ...],
              *, pid: int, ticket: int | None, started: float, ended: float,
-             peak_rss: int | None, cpu: int | None) -> Outcome:
+             peak_rss: int | None, cpu: int | None, setup_time: float = 0.0,
+             cpu_time: float | None = None) -> Outcome:
         """task() returned; ``result_blob`` is its pickled value (a PickleBuffer over it
         when large, so that it travels out of band: see wire.blob)."""
         return tuple.__new__(cls, (tid, _DONE, result_blob, None, None, None, None, pid,
                                    ticket, started, ended, peak_rss, None, None, cpu, (),
-                                   buffers))
+                                   buffers, setup_time, cpu_time, None, None))
 
     @classmethod
     def failed(cls, tid: int, *, error_type: str, error_text: str,
                traceback: str | None = None, error_blob: bytes | None = None, pid: int,
                ticket: int | None, started: float | None, ended: float,
-               peak_rss: int | None, cpu: int | None = None) -> Outcome:
+               peak_rss: int | None, cpu: int | None = None, setup_time: float = 0.0,
+               cpu_time: float | None = None) -> Outcome:
         """task() raised (``error_blob``: the exception and its frames, when it could be
         pickled), or its result could not travel."""
         return tuple.__new__(cls, (tid, _FAILED, None, error_blob, error_type, error_text,
                                    traceback, pid, ticket, started, ended, peak_rss, None,
-                                   None, cpu, (), ()))
+                                   None, cpu, (), (), setup_time, cpu_time, None, None))
 
     @classmethod
     def by_boss(cls, tid: int, status: TaskStatus, why: str, *, ended: float,
@@ -187,7 +231,7 @@ class Outcome(NamedTuple):
         signal_name = exit_info.signal_name if exit_info is not None else None
         return tuple.__new__(cls, (tid, status.value, None, None, error_type, why, None, pid,
                                    ticket, started, ended, None, exitcode, signal_name, None,
-                                   (), ()))
+                                   (), (), 0.0, None, None, None))
 
 
 _DONE, _FAILED = TaskStatus.DONE.value, TaskStatus.FAILED.value
@@ -196,9 +240,12 @@ _DONE, _FAILED = TaskStatus.DONE.value, TaskStatus.FAILED.value
 # ---- boss -> main -------------------------------------------------------------------
 
 class Outcomes(NamedTuple):
-    """Outcomes made since the last flush, in the order they were made."""
+    """Outcomes made since the last flush, in the order they were made, and the
+    notices of the same span (each task's notices come before its outcome, in this
+    message or an earlier one: the main program handles notices first)."""
 
     outcomes: tuple[Outcome, ...]
+    notices: tuple[Notice, ...] = ()
 
 
 class Snapshot(NamedTuple):

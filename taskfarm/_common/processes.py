@@ -52,6 +52,11 @@ def unlink_shared(names: Iterable[str]) -> None:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+# Set by the boss for its worker processes (they inherit it under fork and spawn alike):
+# the run seed (absent: no seeding), and "1" when every task's output is captured.
+SEED_VARIABLE = "TASKFARM_SEED"
+CAPTURE_VARIABLE = "TASKFARM_CAPTURE"
+
 
 def flush_std_streams() -> None:
     """Flush stdout and stderr: before a fork (anything buffered would be written

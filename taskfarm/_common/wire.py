@@ -25,9 +25,11 @@ from typing import Any
 
 from taskfarm._common.messages import (
     AddTasks,
+    Cancel,
     Configure,
     Control,
     Goodbye,
+    Notice,
     Outcome,
     Outcomes,
     RunTask,
@@ -35,10 +37,11 @@ from taskfarm._common.messages import (
     Skipped,
     Snapshot,
     TaskSpec,
+    Watch,
 )
 
 Message = (Configure | AddTasks | Control | RunTask | Skip | Skipped | Outcome | Outcomes
-           | Snapshot | Goodbye)
+           | Snapshot | Goodbye | Watch | Cancel | Notice)
 
 
 class ProtocolError(Exception):
@@ -55,13 +58,14 @@ class ProtocolError(Exception):
 # as plain tuples too. The receiver rebuilds each with ``tuple.__new__``, no call.
 
 _KINDS: tuple[type[Any], ...] = (Configure, AddTasks, Control, RunTask, Skip, Skipped,
-                                 Outcome, Outcomes, Snapshot, Goodbye)
+                                 Outcome, Outcomes, Snapshot, Goodbye, Watch, Cancel, Notice)
 _CODES = {kind: code for code, kind in enumerate(_KINDS)}
-# Messages holding a tuple of other messages, by field name: (kind code, position of
-# that field, kind of the messages in it).
-_NESTED = {_CODES[kind]: (kind._fields.index(field), inner)
-           for kind, field, inner in ((AddTasks, "tasks", TaskSpec),
-                                      (Outcomes, "outcomes", Outcome))}
+# Messages holding tuples of other messages, by field name: kind code -> (position of
+# that field, kind of the messages in it) for each such field.
+_NESTED: dict[int, tuple[tuple[int, type[Any]], ...]] = {
+    _CODES[kind]: tuple((kind._fields.index(field), inner) for field, inner in fields)
+    for kind, fields in ((AddTasks, (("tasks", TaskSpec),)),
+                         (Outcomes, (("outcomes", Outcome), ("notices", Notice))))}
 _new = tuple.__new__
 
 
@@ -71,9 +75,9 @@ def encode(msg: Message) -> tuple[int, tuple[Any, ...]]:
     nested = _NESTED.get(code)
     if nested is None:
         return code, tuple(msg)
-    at = nested[0]
     fields: list[Any] = list(msg)
-    fields[at] = tuple(map(tuple, fields[at]))
+    for at, _ in nested:
+        fields[at] = tuple(map(tuple, fields[at]))
     return code, tuple(fields)
 
 
@@ -84,8 +88,11 @@ def decode(item: tuple[int, tuple[Any, ...]]) -> Message:
         raise ProtocolError(f"unknown message kind {code!r}")
     nested = _NESTED.get(code)
     if nested is not None:
-        at, inner = nested
-        fields = (*fields[:at], tuple([_new(inner, f) for f in fields[at]]), *fields[at + 1:])
+        rebuilt = list(fields)
+        for at, inner in nested:
+            if at < len(rebuilt):
+                rebuilt[at] = tuple([_new(inner, f) for f in rebuilt[at]])
+        fields = tuple(rebuilt)
     message: Message = _new(_KINDS[code], fields)
     return message
 

@@ -20,13 +20,21 @@ Every Worker also has the built-in instructions ``name``, ``memory`` (MiB),
 for ``ResourceLockScheduler``), ``after`` (names of the tasks that must be done before
 it starts), ``timeout`` (seconds), ``retries`` (extra attempts), ``retry_on`` (which
 endings are retried), ``retry_memory`` (factor applied to ``memory`` at each retry) and
-``scheduler_ticket`` (set by the scheduler). A subclass gives its own default for any
-of them as a class attribute (``timeout = 600``).
+``scheduler_ticket`` (set by the scheduler) and ``seed`` (derived from the run's seed
+when the Boss has one: see :attr:`Worker.rng`). A subclass gives its own default for
+any of them as a class attribute (``timeout = 600``).
 Class-level options (not instructions) are ``ClassVar`` annotations or plain
 attributes listed in :data:`CLASS_OPTIONS`: ``isolated`` (a fresh process per task),
-``accept_undeclared`` (receive keys the class does not declare) and ``threads`` (the
+``accept_undeclared`` (receive keys the class does not declare), ``threads`` (the
 size of the native thread pools — BLAS, OpenMP — of its tasks; by default each worker
-gets its share of the CPUs, so N workers never run N x cores threads).
+gets its share of the CPUs, so N workers never run N x cores threads),
+``memory_limit`` and ``capture_output`` (its tasks' stdout and stderr travel in their
+reports).
+
+Around the tasks of a class, in each worker process: ``setup_process`` (once, before
+its first task), ``teardown_process`` (once, when the process ends normally),
+``on_error`` (when a task raises, before its report is sent) and ``on_stop`` (when a
+task is being stopped).
 """
 
 from __future__ import annotations
@@ -36,14 +44,22 @@ import inspect
 import sys
 import typing
 import weakref
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy
 
 __all__ = ["Attribute", "Worker", "declared_attributes", "registered_workers"]
 
 _MISSING = object()
 
 # Class attributes that configure the class; never instructions.
-CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared", "threads", "memory_limit"})
+CLASS_OPTIONS = frozenset({"isolated", "accept_undeclared", "threads", "memory_limit",
+                           "capture_output"})
+
+# Set by a worker process while one of its tasks runs: sends what ``emit`` is given.
+emitter: Callable[[Any], None] | None = None
 
 # Weak references, so that classes defined in a function (tests, notebooks) go away.
 _REGISTRY: list[weakref.ref[type[Worker]]] = []
@@ -90,11 +106,13 @@ class Worker:
     retries: int = 0
     retry_on: tuple[str, ...] = ("failed", "killed", "timeout")
     retry_memory: float = 1.0
+    seed: int | None = None
 
     isolated: ClassVar[bool] = False
     accept_undeclared: ClassVar[bool] = False
     threads: ClassVar[int | None] = None
     memory_limit: ClassVar[bool] = False
+    capture_output: ClassVar[bool] = False
 
     # Set on each subclass: its declared instructions once computed (declared_attributes).
     _taskfarm_attributes: ClassVar[dict[str, Attribute] | None]
@@ -115,6 +133,45 @@ class Worker:
         Load what every task of the class shares (a model, a calibration table) and
         keep it on the class. The default does nothing.
         """
+
+    @classmethod
+    def teardown_process(cls) -> None:
+        """Called once in a worker process that ran tasks of this class, when the
+        process ends normally (the farm ends or stops, the pool shrinks, the process
+        reached its ``max_tasks_per_child``), under every start method: release what
+        ``setup_process`` took. Not called when the process is killed or stopped. An
+        error raised here is logged on the ``taskfarm`` logger. The default does
+        nothing."""
+
+    def on_error(self, exc: BaseException) -> None:
+        """Called in the worker process when :meth:`task` raised ``exc``, before the
+        task's report is sent: the place to write a checkpoint. An error raised here
+        is added to the task's report (a note on its exception), never swallowed. The
+        default does nothing."""
+
+    def emit(self, value: Any) -> None:
+        """Send ``value`` (anything picklable) to the main program now, ahead of the
+        task's report: an intermediate result, progress. Values arrive in order, as
+        ``EMITTED`` events of :meth:`Boss.events` and in ``TaskReport.emitted``.
+        Raises TypeError if the value cannot be pickled; RuntimeError outside a task
+        run by a farm."""
+        if emitter is None:
+            raise RuntimeError(f"{self!r}.emit() works only while the task runs in a "
+                               "worker process of a farm")
+        emitter(value)
+
+    @property
+    def rng(self) -> numpy.random.Generator:
+        """A numpy random Generator for this task: seeded from :attr:`seed` when there
+        is one (``Boss(seed=N)`` derives a seed per task name, so runs repeat whatever
+        the number of workers, the order or the start method), unseeded otherwise."""
+        generator: numpy.random.Generator | None = self.__dict__.get("_taskfarm_rng")
+        if generator is None:
+            import numpy
+
+            generator = numpy.random.default_rng(self.seed)
+            self.__dict__["_taskfarm_rng"] = generator
+        return generator
 
     def on_stop(self) -> None:
         """Called in the worker process when its task is being stopped (a timeout,

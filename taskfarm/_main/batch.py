@@ -79,7 +79,8 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
             new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
                                                dumps_instructions("Worker class", cls),
                                                bool(cls.isolated), worker_threads(cls),
-                                               bool(cls.memory_limit)))
+                                               bool(cls.memory_limit),
+                                               bool(cls.capture_output)))
     common_blob = dumps_instructions("common_instructions", matched.common)
     specs = []
     for task, (after, cancelled) in zip(matched.tasks, waits, strict=True):

@@ -2,10 +2,12 @@
 consumer of what happens to tasks reads, instead of each reaching into the receiver
 thread. Runs in the main program.
 
-Events today: ``QUEUED`` (instruction sets given, published by the Boss handle once
-they are sent) and ``ENDED`` (a task's TaskReport, published by the receiver thread
-as the boss's outcomes arrive). ``STARTED`` and ``EMITTED`` are the kinds reserved for
-the boss's start notices and a task's intermediate values.
+Events: ``QUEUED`` (instruction sets given, published by the Boss handle once they
+are sent), ``STARTED`` (a worker started the task: its pid and slot; sent by the boss
+only once someone asked for them, see ``Boss._watch_started``), ``EMITTED`` (a value
+the task gave to ``emit()``) and ``ENDED`` (its TaskReport), the last three published
+by the thread that reads the boss's messages, in the order the boss sent them: for
+each task, its events come in the order they happened.
 
 Consumers subscribe as sinks. *Durable* sinks are called first, in the receiver
 thread, before any other sink sees the events: that is where a journal records each
@@ -43,6 +45,9 @@ class TaskEvent:
     name: str
     report: TaskReport | None = None   # ENDED: how it ended
     value: Any = None                  # EMITTED: the value
+    pid: int | None = None             # STARTED: the worker process that runs it
+    slot: int | None = None            # STARTED: that process's slot number (from 0)
+    time: float | None = None          # STARTED: when it started (time.time())
 
 
 class EventSink(Protocol):
@@ -64,6 +69,19 @@ class EventStream:
         """Add a sink; a durable one sees every batch before any other sink."""
         with self._lock:
             (self._durable if durable else self._sinks).append(sink)
+
+    def unsubscribe(self, sink: EventSink) -> None:
+        """Remove a sink (no effect if it is not subscribed)."""
+        with self._lock:
+            for sinks in (self._durable, self._sinks):
+                if sink in sinks:
+                    sinks.remove(sink)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while a batch reaches the sinks: whoever holds it sees every sink in
+        the same state (a batch delivered to all of them, or to none)."""
+        return self._lock
 
     def publish(self, events: Sequence[TaskEvent]) -> None:
         """Hand a batch to every sink, durable ones first."""

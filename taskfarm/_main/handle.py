@@ -8,39 +8,36 @@ from what its receiver thread (:mod:`taskfarm._main.inbox`) has heard. See
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
-import subprocess
-import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-import cloudpickle
-
-from schedulers import BaseScheduler, MaxThreadsScheduler
-from taskfarm._boss.local import START_METHODS
-from taskfarm._common.errors import BossStateError, InstructionError
-from taskfarm._common.messages import Configure, Control, Signal
+from schedulers import BaseScheduler
+from taskfarm._common.errors import BossDiedError, BossStateError
+from taskfarm._common.messages import Cancel, Configure, Control, Signal, Watch
 from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.shared_array import SharedArray
-from taskfarm._common.wire import Channel, Message, dumps
+from taskfarm._common.wire import Message, dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main import interrupts
 from taskfarm._main.batch import CHUNK, Batch, Rules, prepare_batch
+from taskfarm._main.event_queue import iterate
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
-from taskfarm._main.inbox import Inbox
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
-from taskfarm._main.lifetime import (
-    boss_environment,
-    close_farm,
-    stop_right_now,
-    when_full,
+from taskfarm._main.lifetime import close_farm, start_boss, stop_right_now
+from taskfarm._main.logs import log_verbosely
+from taskfarm._main.options import (
+    checked_scheduler,
+    configuration,
+    instruction_check,
+    run_policies,
 )
-from taskfarm._main.policies import check_policies
 from taskfarm._main.prepare import resolve_worker
 from taskfarm._main.report import Report, TaskReport
 from taskfarm._main.reports import Reports
@@ -59,7 +56,9 @@ class Boss:
         scheduler: decides what is launchable (default ``MaxThreadsScheduler(0)``: one
             task per CPU this process may use).
         name: a name for messages and reports.
-        verbose: the boss logs its launches on stderr.
+        verbose: log the farm's INFO records (launches, retries, what a scheduler
+            holds) and its tasks' on stderr; otherwise the program's own logging
+            configuration decides what it sees (see docs/events.md).
         on_error: ``"raise"`` (fail-fast: the first failure stops the others and
             :meth:`wait_till_finished` re-raises it) or ``"continue"`` (keep going,
             record every failure).
@@ -78,6 +77,13 @@ class Boss:
             again, and ``after`` can no longer name it), so memory stays flat.
         memory_limit: a task that tries to grow past the ``memory`` (MiB) it declares
             ends ``killed``, "over its memory limit" (also per Worker class).
+        seed: a non-negative integer: each task gets ``self.seed`` derived from it
+            and its name, and ``random`` and ``numpy.random`` are seeded from that
+            before it runs (see :attr:`Worker.rng`). None: nothing is seeded.
+        capture_output: every task's stdout and stderr travel in its report (also
+            per Worker class).
+        max_tasks_per_child: a pool worker process is replaced after running so
+            many tasks (None: never).
     """
 
     def __init__(self, scheduler: BaseScheduler | None = None, name: str | None = None,
@@ -87,47 +93,31 @@ class Boss:
                  workers: Sequence[type[Worker] | str] | None = None,
                  timeout: float | None = None, retries: int = 0,
                  retry_on: Sequence[str] | None = None, retry_memory: float = 1.0,
-                 keep_reports: bool = True, memory_limit: bool = False) -> None:
-        if on_error not in ("raise", "continue"):
-            raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
-        if start_method is None:
-            start_method = os.environ.get("TASKFARM_START_METHOD") or "fork"
-        if start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
-        if scheduler is None:
-            scheduler = MaxThreadsScheduler()
-        # Run-level policies: only those that differ from the defaults.
-        policies = {"timeout": timeout, "retries": retries or None,
-                    "retry_on": tuple(retry_on) if retry_on is not None else None,
-                    "retry_memory": retry_memory if retry_memory != 1.0 else None}
-        self._policies = {k: v for k, v in policies.items() if v is not None}
-        try:
-            check_policies(self._policies, "Boss")
-        except InstructionError as exc:
-            raise ValueError(str(exc)) from None
-        if isinstance(scheduler, type):
-            raise TypeError(f"scheduler={scheduler.__name__} is a class: pass an instance, "
-                            f"such as {scheduler.__name__}()")
-        if not callable(getattr(scheduler, "launchable", None)):
-            raise TypeError(f"scheduler {scheduler!r} has no launchable() method; "
-                            "subclass schedulers.BaseScheduler")
+                 keep_reports: bool = True, memory_limit: bool = False,
+                 seed: int | None = None, capture_output: bool = False,
+                 max_tasks_per_child: int | None = None) -> None:
+        self._policies = run_policies(timeout, retries, retry_on, retry_memory)
+        self.scheduler = scheduler = checked_scheduler(scheduler)
         self.name = name or f"boss-{next(_COUNTER)}"
-        self.scheduler = scheduler
-        # Only a scheduler that checks anything costs a call per instruction set.
-        checks = getattr(type(scheduler), "check_instructions", None)
-        self._check = (scheduler.check_instructions
-                       if checks not in (None, BaseScheduler.check_instructions) else None)
+        if verbose:
+            log_verbosely()
+        config = configuration(scheduler, self.name, on_error=on_error, isolated=isolated,
+                               start_method=start_method, verbose=verbose,
+                               memory_limit=memory_limit, seed=seed,
+                               capture_output=capture_output,
+                               max_tasks_per_child=max_tasks_per_child)
         self.on_error = on_error
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
-        self._rules = Rules(candidates, self._policies, self._check, repr(scheduler))
+        self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
+                            repr(scheduler))
         self._ledger = Ledger(keep_reports)
         self._events = EventStream()
         self._events.subscribe(self._ledger)
+        self._watching = False   # the boss sends STARTED notices (_watch_started)
         self._class_keys: Mapping[type[Worker], int] = {}
         self._next_batch = 0
         self._seq = itertools.count(1)
-        # Held while a set_instructions call prepares and sends: calls from several
-        # threads are taken one at a time, each whole.
+        # Held by a set_instructions call: calls from several threads go one at a time.
         self._give_lock = threading.Lock()
         self._send_lock = threading.Lock()   # one frame at a time on the control pipe
         self._halted = True
@@ -136,8 +126,6 @@ class Boss:
 
         # Started with Ctrl-C held back: either the boss process is started and owned
         # by a finalizer that ends it, or nothing is (interrupts.py).
-        config = Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
-                           start_method, verbose, self.name, bool(memory_limit))
         interrupts.install()
         try:
             with sigint_held:
@@ -148,32 +136,8 @@ class Boss:
             raise
 
     def _start_boss(self, config: Configure) -> None:
-        control_r, control_w = os.pipe()
-        report_r, report_w = os.pipe()
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
-                 str(os.getpid())],
-                pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
-                env=boss_environment())
-        except BaseException:
-            os.close(control_w)
-            os.close(report_r)
-            raise
-        finally:
-            os.close(control_r)
-            os.close(report_w)
-        self._control = Channel(control_w)
-        try:
-            os.set_blocking(control_w, False)   # a stopped boss is an error, not a hang
-            self._control.when_full = when_full(self._control, self._proc.pid, self.name)
-            self._inbox = Inbox(Channel(report_r), self._proc, self._ledger, self._events)
-        except BaseException:  # no finalizer yet: undo the start here
-            self._proc.kill()
-            self._proc.wait()
-            self._control.close()
-            os.close(report_r)
-            raise
+        self._proc, self._control, self._inbox = start_boss(self.name, self._ledger,
+                                                            self._events)
         if config.on_error == "raise":
             self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
                                                              self._send_lock)
@@ -236,8 +200,7 @@ class Boss:
             return list(batch.names)
 
     def _commit(self, batch: Batch) -> None:
-        """What a call that reached the boss leaves in the handle (its first frame
-        carried the new Worker classes and the common instructions)."""
+        """What a call that reached the boss leaves in the handle."""
         self._shared.update((array.name, array) for array in batch.shared)
         self._class_keys = batch.class_keys
         self._next_batch += 1
@@ -274,14 +237,14 @@ class Boss:
             self._ended = True
 
     def stop(self) -> None:
-        """Launch nothing more and let running tasks finish, then exit (STOP); pending
-        instruction sets are reported as pending."""
+        """Launch nothing more, let running tasks finish, exit (STOP): pending
+        instruction sets are reported pending."""
         self._signal(Signal.STOP)
         self._ended = True
 
     def stop_listening(self) -> None:
-        """The boss exits its loop now (STOP_LISTENING); running tasks finish on their
-        own and are listed as ``running`` in the final report."""
+        """The boss exits its loop now (STOP_LISTENING); running tasks finish alone and
+        are listed ``running`` in the final report."""
         self._signal(Signal.STOP_LISTENING)
         self._ended = True
 
@@ -336,6 +299,43 @@ class Boss:
         ``timeout`` bounds the wait for each next report (TimeoutError).
         """
         return self._reports.as_completed(timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[TaskEvent]:
+        """Every task event from this call on, in order for each task: ``QUEUED``
+        (given), ``STARTED`` (with ``pid`` and ``slot``), ``EMITTED`` (``value``, what
+        the task gave to ``emit()``) and ``ENDED`` (``report``).
+
+        Subscribes at once (call it before giving instructions to see all of their
+        events); several iterators and :meth:`as_completed` each see all of their
+        items. Ends when every task given so far has ended or the boss has exited;
+        ``timeout`` bounds the wait for each next event (TimeoutError).
+        """
+        self._watch_started()
+        return iterate(self._events, self._ledger, self._inbox, timeout)
+
+    def cancel(self, *names: str) -> list[str]:
+        """Cancel tasks by name: one not started ends ``cancelled`` at once, a running
+        one is stopped as for a timeout and ends ``cancelled``, one that ended keeps
+        its ending. Returns the names not ended; KeyError for a name never given."""
+        ledger = self._ledger
+        with ledger.cond:
+            unknown = [n for n in names if n not in ledger.names]
+            if unknown:
+                raise KeyError(f"{self.name} has no task named {unknown[0]!r}")
+            tids = [ledger.names[n] for n in names]
+            alive = [tid for tid in dict.fromkeys(tids) if tid not in ledger.statuses]
+            alive_names = [ledger.records[tid].name for tid in alive]
+        if alive:
+            self._send(Cancel(tuple(alive)))
+        return alive_names
+
+    def _watch_started(self) -> None:
+        """Have the boss send STARTED notices from now on (only once asked: they cost
+        a little per task). A boss that has exited has nothing more to start."""
+        if not self._watching and not self._inbox.closed:
+            self._watching = True
+            with contextlib.suppress(BossStateError, BossDiedError):
+                self._send(Watch())
 
     def get_report(self, interim: bool = True, timeout: float | None = None) -> Report:
         """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;

@@ -17,6 +17,7 @@ that Ctrl-C can never leave half a message read.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 import tblib
 
 from taskfarm._common.errors import BossDiedError, RemoteTaskError, WorkerKilledError
-from taskfarm._common.messages import Goodbye, Outcome, Outcomes, Snapshot
+from taskfarm._common.messages import Goodbye, Notice, NoticeKind, Outcome, Outcomes, Snapshot
 from taskfarm._common.processes import signal_name
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.waiting import readable
@@ -36,7 +37,10 @@ from taskfarm._common.wire import Channel, unexpected
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger, TaskRecord
+from taskfarm._main.logs import reemit_record
 from taskfarm._main.report import TaskReport
+
+_LOG = logging.getLogger("taskfarm")
 
 # How long the receiver thread stays aside after a thread last read for itself.
 READ_LEASE = 0.05
@@ -56,6 +60,9 @@ class Inbox:
         # (its result cannot be unpickled): under fail-fast, the farm must stop.
         self.on_local_failure: Callable[[], None] | None = None
         self.snapshots: dict[int, Snapshot] = {}
+        # Values tasks emitted, until their report takes them (keep_reports only);
+        # touched only by the thread holding read_lock.
+        self.emitted: dict[int, list[Any]] = {}
         self.goodbye: Goodbye | None = None
         self.died: BossDiedError | None = None
         self.read_lock = threading.Lock()  # held by whoever reads a message from ``conn``
@@ -177,12 +184,14 @@ class Inbox:
             self.handled += 1
         if isinstance(msg, Outcomes):
             records = self.ledger.records
-            events = [TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
-                                self._report(o, records[o.tid])) for o in msg.outcomes]
+            events = self._notice_events(msg.notices) if msg.notices else []
+            ended = [TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
+                               self._report(o, records[o.tid])) for o in msg.outcomes]
+            events.extend(ended)
             self.events.publish(events)
             if self.on_local_failure is not None and any(
                     o.status == TaskStatus.DONE and e.report is not None and not e.report.ok
-                    for o, e in zip(msg.outcomes, events, strict=True)):
+                    for o, e in zip(msg.outcomes, ended, strict=True)):
                 self.on_local_failure()
         elif isinstance(msg, Snapshot):
             with self.cond:
@@ -223,12 +232,34 @@ class Inbox:
         return BossDiedError(f"the boss process (pid {pid}) exited unexpectedly (code {code}); "
                              "its workers were stopped with it", pid, code, None)
 
-    @staticmethod
-    def _report(o: Outcome, record: TaskRecord) -> TaskReport:
+    def _notice_events(self, notices: tuple[Notice, ...]) -> list[TaskEvent]:
+        """Events for the notices of one message; log records are re-emitted here."""
+        records = self.ledger.records
+        events: list[TaskEvent] = []
+        for notice in notices:
+            record = records.get(notice.tid)
+            if notice.kind == NoticeKind.LOG:
+                reemit_record(notice.value, record)
+            elif record is None:
+                continue
+            elif notice.kind == NoticeKind.STARTED:
+                pid, slot, started = notice.value
+                events.append(TaskEvent(EventKind.STARTED, notice.tid, record.name, pid=pid,
+                                        slot=slot, time=started))
+            elif notice.kind == NoticeKind.EMITTED:
+                value = _unpickle_emitted(notice.value, record.name)
+                if self.ledger.keep_reports:
+                    self.emitted.setdefault(notice.tid, []).append(value)
+                events.append(TaskEvent(EventKind.EMITTED, notice.tid, record.name,
+                                        value=value))
+        return events
+
+    def _report(self, o: Outcome, record: TaskRecord) -> TaskReport:
         report = TaskReport(record.name, record.worker, record.instructions(),
                             TaskStatus(o.status), None, None, o.traceback, o.pid, o.ticket,
                             o.started, o.ended, o.peak_rss, None, o.exitcode, o.signal_name,
-                            o.cpu, list(o.attempts))
+                            o.cpu, list(o.attempts), self.emitted.pop(o.tid, []), o.stdout,
+                            o.stderr, o.setup_time, o.cpu_time)
         if o.status == TaskStatus.DONE:
             try:
                 report.result = pickle.loads(o.result_blob or b"", buffers=o.result_buffers)
@@ -250,6 +281,19 @@ class Inbox:
             report.reason = o.error_text
         report.attempts.append((report.status.value, report.reason or ""))
         return report
+
+
+def _unpickle_emitted(data: bytes, task_name: str) -> Any:
+    """A value a task emitted; one that cannot be unpickled here arrives as the
+    RemoteTaskError saying why (and is logged)."""
+    try:
+        return pickle.loads(data)
+    except BaseException as exc:  # SystemExit from a hostile __reduce__ included
+        error = RemoteTaskError(f"a value task {task_name!r} emitted could not be "
+                                f"unpickled in the main program: {type(exc).__name__}: {exc}",
+                                task_name)
+        _LOG.warning("%s", error)
+        return error
 
 
 def _rebuild_exception(o: Outcome, task_name: str) -> BaseException:

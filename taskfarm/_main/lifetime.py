@@ -10,6 +10,7 @@ import contextlib
 import os
 import select
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,9 @@ from taskfarm._common.errors import BossStateError
 from taskfarm._common.messages import Control, Signal
 from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Channel, dumps
+from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
+from taskfarm._main.ledger import Ledger
 
 # How often a wait on the boss checks that it is not stopped (seconds).
 STOPPED_CHECK = 1.0
@@ -99,6 +102,40 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         inbox.thread.join(BOSS_EXIT_WAIT)
     if not lingering:
         shared.clear()
+
+
+def start_boss(name: str, ledger: Ledger, events: EventStream
+               ) -> tuple[subprocess.Popen[bytes], Channel, Inbox]:
+    """Start the boss process with its two pipes: its handle, the control channel
+    (non-blocking: a stopped boss is an error, not a hang) and the inbox that reads
+    its reports (its thread not started yet). Nothing is left behind on failure."""
+    control_r, control_w = os.pipe()
+    report_r, report_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
+             str(os.getpid())],
+            pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
+            env=boss_environment())
+    except BaseException:
+        os.close(control_w)
+        os.close(report_r)
+        raise
+    finally:
+        os.close(control_r)
+        os.close(report_w)
+    control = Channel(control_w)
+    try:
+        os.set_blocking(control_w, False)
+        control.when_full = when_full(control, proc.pid, name)
+        inbox = Inbox(Channel(report_r), proc, ledger, events)
+    except BaseException:  # no finalizer yet: undo the start here
+        proc.kill()
+        proc.wait()
+        control.close()
+        os.close(report_r)
+        raise
+    return proc, control, inbox
 
 
 def boss_environment() -> dict[str, str]:

@@ -25,7 +25,12 @@ class TaskReport:
     task was killed or cancelled; ``exitcode``/``signal_name`` say how a killed task's
     process ended; ``cpu`` is the CPU its process was pinned to (binding schedulers).
     ``attempts`` lists every attempt as (ending, why), the last being this one: more
-    than one when the task was retried.
+    than one when the task was retried. ``emitted`` holds the values the task gave to
+    ``emit()``, in order (every attempt's). ``stdout``/``stderr`` hold its captured
+    output (``capture_output``; None when not captured), cut in the middle past a
+    bound, with a line saying so. ``setup_time`` is the ``setup_process`` run this
+    task waited for (not part of its :attr:`duration`); ``cpu_time`` is the user +
+    system seconds its process spent on it.
     """
 
     name: str
@@ -45,6 +50,11 @@ class TaskReport:
     signal_name: str | None = None
     cpu: int | None = None
     attempts: list[tuple[str, str]] = field(default_factory=list)
+    emitted: list[Any] = field(default_factory=list)
+    stdout: str | None = None
+    stderr: str | None = None
+    setup_time: float = 0.0
+    cpu_time: float | None = None
 
     @property
     def duration(self) -> float | None:

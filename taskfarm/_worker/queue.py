@@ -11,9 +11,11 @@ already in its pipe, so a Skip written before then is always honoured.
 A Skip written while a task runs would wait for that task, however long it takes:
 so the boss follows it with :data:`TAKE_BACK_SIGNAL`, and while a task runs the
 signal's handler reads the pipe and answers there and then. Outside a task the
-handler does nothing (the loop reads the pipe itself before the next task). The boss
-keeps the signal blocked in itself, so its workers start with it blocked and only
-unblock it once the handler is in place.
+handler does nothing (the loop reads the pipe itself before the next task); while the
+task is sending something itself (``emit()``, a log record), the answer waits for the
+end of that frame (:mod:`taskfarm._worker.sender`). The boss keeps the signal blocked
+in itself, so its workers start with it blocked and only unblock it once the handler
+is in place.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from taskfarm._common.messages import RunTask, Skip, Skipped
 from taskfarm._common.processes import TAKE_BACK_SIGNAL
 from taskfarm._common.wire import Channel, ProtocolError, unexpected
+from taskfarm._worker.sender import Sender
 
 
 class TaskQueue:
@@ -32,7 +35,7 @@ class TaskQueue:
 
     __slots__ = ("_again", "_error", "_handling", "ahead", "results", "running", "tasks")
 
-    def __init__(self, tasks: Channel, results: Channel) -> None:
+    def __init__(self, tasks: Channel, results: Sender) -> None:
         self.tasks, self.results = tasks, results
         self.ahead: deque[RunTask] = deque()
         self.running = False       # a task runs: the signal handler may read the pipe
@@ -76,6 +79,14 @@ class TaskQueue:
             raise unexpected(msg, "a worker process")
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if not self.running:
+            return
+        if self.results.main_sending:  # in the middle of a frame: answer once it is sent
+            self.results.deferred = self._answer_now
+            return
+        self._answer_now()
+
+    def _answer_now(self) -> None:
         if not self.running:
             return
         if self._handling:   # in the middle of reading: read once more when done
