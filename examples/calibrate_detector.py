@@ -9,8 +9,12 @@ constants' summary. The constants of each range can be written to ``--out``.
 The data are simulated: true gains drift slowly with the run number, a few channels are
 dead or noisy, so the farm has real numerical work to do and a known truth to check.
 
+Each task streams its progress run by run (``emit``); the main program reads the farm's
+event stream and prints a line as each range starts and ends (``--quiet``: only the
+report), then the per-task report.
+
     python examples/calibrate_detector.py [--ranges 24] [--runs-per-range 5]
-                                          [--channels 4096] [--out DIR]
+                                          [--channels 4096] [--out DIR] [--quiet]
 """
 
 from __future__ import annotations
@@ -45,7 +49,11 @@ class CalibrateRunRange(taskfarm.Worker):
 
     def task(self) -> dict[str, float | int]:
         runs = range(self.first_run, self.last_run + 1)
-        scans = np.stack([simulate_scan(run, self.channels) for run in runs])
+        scanned = []
+        for run in runs:
+            scanned.append(simulate_scan(run, self.channels))
+            self.emit({"run": run, "scanned": len(scanned), "of": len(runs)})
+        scans = np.stack(scanned)
         mean_scan = scans.mean(axis=0)                       # (amplitudes, channels)
         if self.method == "lstsq":
             coefficients, *_ = np.linalg.lstsq(self.design, mean_scan, rcond=None)
@@ -89,6 +97,20 @@ def simulate_scan(run: int, channels: int) -> np.ndarray:
                                                                             channels)) * noise
 
 
+def describe(event: taskfarm.TaskEvent) -> str:
+    """One line for one event of the farm."""
+    kind = event.kind.value
+    if kind == "started":
+        return f"{event.name}: started in worker {event.slot} (pid {event.pid})"
+    if kind == "emitted":
+        value = event.value
+        return f"{event.name}: run {value['run']} scanned ({value['scanned']}/{value['of']})"
+    if kind == "ended" and event.report is not None:
+        took = event.report.duration or 0.0
+        return f"{event.name}: {event.report.status} in {took:.2f} s"
+    return f"{event.name}: {kind}"
+
+
 def main() -> taskfarm.Report:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranges", type=int, default=24, help="run ranges to calibrate")
@@ -96,17 +118,24 @@ def main() -> taskfarm.Report:
     parser.add_argument("--channels", type=int, default=4096)
     parser.add_argument("--workers", type=int, default=0, help="0: one per available CPU")
     parser.add_argument("--out", default="", help="directory for the constants (.npz)")
+    parser.add_argument("--quiet", action="store_true", help="print the report only")
     args = parser.parse_args()
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     first_runs = [1000 + i * args.runs_per_range for i in range(args.ranges)]
-    report = taskfarm.batch_main(
-        common_instructions={"channels": args.channels, "out_dir": args.out,
-                             "name": "calib_[first_run]-[last_run]"},
-        individual_instructions={"first_run": first_runs,
-                                 "last_run": [r + args.runs_per_range - 1 for r in first_runs]},
-        scheduler=MaxThreadsScheduler(args.workers),
-    )
+    with taskfarm.Boss(MaxThreadsScheduler(args.workers), workers=[CalibrateRunRange]) as boss:
+        events = boss.events()     # subscribed before any task is given: sees them all
+        boss.set_instructions(
+            {"channels": args.channels, "out_dir": args.out,
+             "name": "calib_[first_run]-[last_run]"},
+            {"first_run": first_runs,
+             "last_run": [r + args.runs_per_range - 1 for r in first_runs]})
+        boss.make_them_work(terminate=True)
+        for event in events:
+            if not args.quiet:
+                print(describe(event), flush=True)
+        report = boss.wait_till_finished()
+    print(report.format())
     worst = max(t.result["worst_gain_error"] for t in report.tasks)
     print(f"\n{len(report.tasks)} run ranges x {args.channels} channels calibrated; "
           f"worst gain error over good channels: {worst:.4f} ADC/fC")
