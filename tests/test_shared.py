@@ -59,12 +59,15 @@ def test_workers_do_not_copy_the_array() -> None:
 def test_a_segment_lives_while_its_array_or_a_boss_holds_it() -> None:
     with taskfarm.Boss(workers=[UsesShared]) as boss:
         boss.set_instructions({"data": taskfarm.SharedArray(np.arange(10.0))})  # inline
-        name = next(iter(boss._shared))
+        name = next(iter(boss._keeper.arrays))
         boss.make_them_work()
-        result = boss.wait_till_finished(timeout=30).tasks[0].result
-        assert (SHM / name).exists()  # alive while the farm needs it
-    assert result[0] == 45.0
-    assert boss._shared == {}  # closed: the Boss holds it no longer
+        report = boss.wait_till_finished(timeout=30)
+        assert (SHM / name).exists()  # the report's instructions still hold it
+    assert report.tasks[0].result[0] == 45.0
+    assert boss._keeper.arrays == {}  # its tasks ended: the Boss holds it no longer
+    del report, boss  # the reports (and the handle's records) hold the instructions
+    gc.collect()
+    assert not (SHM / name).exists()  # nothing holds it: removed
     kept = taskfarm.SharedArray(np.arange(10.0))
     for _ in range(2):  # one array, two farms
         report = taskfarm.batch_main({"data": kept}, worker=UsesShared, print_report=None)
@@ -74,6 +77,45 @@ def test_a_segment_lives_while_its_array_or_a_boss_holds_it() -> None:
     del kept, report  # the report holds the instructions, and so the array
     gc.collect()
     assert not (SHM / name).exists()  # removed when collected
+
+
+def _mapped(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_service_sharing_a_new_array_each_stride_keeps_dev_shm_flat() -> None:
+    """Each array is let go once its tasks ended and their reports were read: its
+    segment is removed, and the workers unmap it (told with the next instructions)."""
+    names: list[str] = []
+    with taskfarm.Boss(MaxThreadsScheduler(2), workers=[UsesShared],
+                       keep_reports=False) as boss:
+        boss.make_them_work()
+        for stride in range(6):
+            array = taskfarm.SharedArray(np.full(1000, float(stride)))
+            names.append(array.name)
+            boss.set_instructions({"data": array}, {"row": [0, 1, 2, 3]})
+            del array
+            reports = list(boss.as_completed(timeout=30))
+            assert [r.result[0] for r in reports] == [1000.0 * stride] * 4
+            pids = {r.pid for r in reports if r.pid is not None}
+            del reports
+            gc.collect()
+            assert not [n for n in names[:-1] if (SHM / n).exists()]  # only this stride's
+            assert not (SHM / names[-1]).exists()  # ... and it too, once read
+            if stride >= 2:  # the workers heard of the strides before the last one
+                maps = "".join(_mapped(pid) for pid in pids)
+                assert not [n for n in names[:-2] if n in maps], maps
+
+
+def test_close_removes_the_segment_now_and_a_closed_array_is_refused() -> None:
+    array = taskfarm.SharedArray(np.arange(4.0))
+    array.close()
+    assert array.closed and not (SHM / array.name).exists()
+    assert array.array.sum() == 6.0  # still usable here
+    array.close()  # twice: nothing more
+    with taskfarm.Boss(workers=[UsesShared]) as boss, \
+            pytest.raises(taskfarm.InstructionError, match="is closed"):
+        boss.set_instructions({"data": array})
 
 
 def test_no_segment_outlives_a_killed_main_program(tmp_path: Path) -> None:

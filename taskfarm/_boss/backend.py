@@ -94,6 +94,9 @@ class Backend(Protocol[S]):
         """The slot has nothing left to run: keep it for the next task, or retire it
         (isolated)."""
 
+    def release(self, names: tuple[str, ...]) -> None:
+        """Tell every slot's process to unmap these SharedArray segments."""
+
     def retire(self, slot: S) -> None:
         """The slot has nothing left to run and must not be reused: its process ends
         normally (its Worker classes' ``teardown_process`` runs)."""

@@ -30,7 +30,15 @@ from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.tasks import Task
 from taskfarm._boss.zygote import Zygote
 from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
-from taskfarm._common.messages import Notice, Outcome, RunTask, Skip, Skipped, WorkerClassSpec
+from taskfarm._common.messages import (
+    Notice,
+    Outcome,
+    Release,
+    RunTask,
+    Skip,
+    Skipped,
+    WorkerClassSpec,
+)
 from taskfarm._common.processes import (
     TAKE_BACK_SIGNAL,
     ExitInfo,
@@ -79,7 +87,7 @@ class WorkerProcess:
         self.classes: set[int] = set()
         self.commons: set[int] = set()
         self.tasks: deque[Task] = deque()
-        self.outgoing: list[RunTask | Skip] = []  # written in one go by flush()
+        self.outgoing: list[RunTask | Skip | Release] = []  # written in one go by flush()
         self.doom: Doom | None = None
         self.nudge = False                 # a Skip is in outgoing: signal it once written
         self.zygote: Zygote | None = None   # its parent, when not the boss (isolated mode)
@@ -157,6 +165,12 @@ class LocalBackend:
         elif slot.task_conn is not None and slot.doom is None and slot not in self._idle:
             self._idle.append(slot)
 
+    def release(self, names: tuple[str, ...]) -> None:
+        for proc in self.procs.values():
+            if not proc.isolated and proc.task_conn is not None:
+                self._queue(proc, Release(names))
+        self.flush()
+
     def retire(self, slot: WorkerProcess) -> None:
         self._retire(slot)
 
@@ -227,7 +241,7 @@ class LocalBackend:
 
     # ---- mechanics ----------------------------------------------------------------------
 
-    def _queue(self, proc: WorkerProcess, msg: RunTask | Skip) -> None:
+    def _queue(self, proc: WorkerProcess, msg: RunTask | Skip | Release) -> None:
         if not proc.outgoing:
             self._unsent.append(proc)
         proc.outgoing.append(msg)

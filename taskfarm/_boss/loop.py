@@ -69,6 +69,7 @@ from taskfarm._common.messages import (
     NoticeKind,
     Outcome,
     Outcomes,
+    Release,
     Signal,
     Skipped,
     Snapshot,
@@ -123,7 +124,7 @@ class BossLoop:
         self._cause = ""        # what ended the run, when not a task (Goodbye.cause)
         self._on_message: dict[type[Any], Callable[[Any], None]] = {
             AddTasks: self._add_tasks, Control: self._on_signal, Cancel: self._on_cancel,
-            Watch: self._on_watch}
+            Watch: self._on_watch, Release: self._on_release}
         self.watch(control.fileno(), self._on_control)
         self.watch(parent_fd, self._on_parent_gone)
 
@@ -217,6 +218,11 @@ class BossLoop:
 
     def _on_cancel(self, msg: Cancel) -> None:
         self.cancels.cancel(msg.tids)
+
+    def _on_release(self, msg: Release) -> None:
+        """SharedArrays no task needs: forget them; workers unmap them."""
+        self.shared.difference_update(msg.names)
+        self.backend.release(msg.names)
 
     def _on_watch(self, msg: Watch) -> None:
         self._started_notices = msg.started

@@ -106,6 +106,13 @@ class Watch(NamedTuple):
     started: bool = True
 
 
+class Release(NamedTuple):
+    """SharedArray segments no task given so far still needs: the boss forgets them,
+    and its worker processes unmap them (main -> boss -> workers)."""
+
+    names: tuple[str, ...]
+
+
 class Cancel(NamedTuple):
     """Cancel these tasks: pending ones end 'cancelled' at once, running ones are
     stopped as for a timeout and end 'cancelled'; ended ones are left as they are."""

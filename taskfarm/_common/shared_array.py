@@ -11,10 +11,12 @@ stray child and would unlink segments at the wrong process's exit.
 
 Lifetime: the segment lives as long as its SharedArray object in the main program (it
 is removed when the object is collected, or when the program exits), and a Boss given
-the array as an instruction value keeps it alive until the Boss is closed, so
-``{"data": SharedArray(table)}`` written inline is safe and one array can serve
-several farms. If the main program is killed, its boss removes the segments it was
-given before it exits.
+the array as an instruction value holds it until every task that received it has
+ended, so ``{"data": SharedArray(table)}`` written inline is safe, one array can serve
+several farms, and a service that shares a new array every stride keeps /dev/shm
+flat; the boss's workers unmap it then too. ``close()`` removes the segment now. If
+the main program is killed, its boss removes the segments it was given before it
+exits.
 
 Writing: read-only by default (a worker that assigns to it gets numpy's ValueError).
 With ``writable=True`` workers write into the same memory; taskfarm does no locking,
@@ -37,6 +39,7 @@ import mmap
 import os
 import uuid
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from taskfarm._common import processes
@@ -135,7 +138,8 @@ class SharedArray:
         self.name = f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
         nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self._map = _create(self.name, max(nbytes, 1), f"{self.dtype} {self.shape}")
-        weakref.finalize(self, unlink_shared, [self.name])  # before the copy can fail
+        # Made before the copy can fail.
+        self._finalizer = weakref.finalize(self, unlink_shared, [self.name])
         self.array = np.ndarray(self.shape, self.dtype, buffer=self._map)
         if source is not None:
             self.array[...] = source
@@ -143,6 +147,18 @@ class SharedArray:
     @property
     def nbytes(self) -> int:
         return self.array.nbytes
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` removed the segment."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Remove the segment from /dev/shm now, rather than when the object goes.
+        ``.array`` stays usable in this process (the memory is freed once every
+        mapping is gone); workers that mapped it keep their mapping, but a task that
+        has not mapped it yet fails, and giving it to a Boss is an error."""
+        self._finalizer()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # In a worker this becomes a plain numpy array over the same memory.
@@ -171,6 +187,14 @@ def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any
         array = np.ndarray(shape, np.dtype(dtype), buffer=mapped)
         _attached[key] = array
     return array
+
+
+def detach(names: Iterable[str]) -> None:
+    """In a worker: forget these segments; each is unmapped once the last array over
+    it (a task's, a cached common instruction's) is gone."""
+    for name in names:
+        _attached.pop((name, False), None)
+        _attached.pop((name, True), None)
 
 
 def shared_in(values: Any) -> list[SharedArray]:

@@ -32,6 +32,7 @@ from taskfarm._common.messages import (
     Notice,
     Outcome,
     Outcomes,
+    Release,
     RunTask,
     Skip,
     Skipped,
@@ -41,7 +42,7 @@ from taskfarm._common.messages import (
 )
 
 Message = (Configure | AddTasks | Control | RunTask | Skip | Skipped | Outcome | Outcomes
-           | Snapshot | Goodbye | Watch | Cancel | Notice)
+           | Snapshot | Goodbye | Watch | Cancel | Notice | Release)
 
 
 class ProtocolError(Exception):
@@ -58,7 +59,8 @@ class ProtocolError(Exception):
 # as plain tuples too. The receiver rebuilds each with ``tuple.__new__``, no call.
 
 _KINDS: tuple[type[Any], ...] = (Configure, AddTasks, Control, RunTask, Skip, Skipped,
-                                 Outcome, Outcomes, Snapshot, Goodbye, Watch, Cancel, Notice)
+                                 Outcome, Outcomes, Snapshot, Goodbye, Watch, Cancel, Notice,
+                                 Release)
 _CODES = {kind: code for code, kind in enumerate(_KINDS)}
 # Messages holding tuples of other messages, by field name: kind code -> (position of
 # that field, kind of the messages in it) for each such field.

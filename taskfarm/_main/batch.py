@@ -92,6 +92,10 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
     for key in matched.own_keys:
         shared += shared_in(t.view[key] for t in matched.tasks)
     shared = list({s.name: s for s in shared}.values())
+    for array in shared:
+        if array.closed:
+            raise InstructionError(f"{array!r} is closed (its segment is removed): share "
+                                   "an array that is not closed")
     shared_names = tuple(s.name for s in shared)
     frames = tuple(
         dumps(AddTasks(batch_id, tuple(new_classes) if start == 0 else (),

@@ -21,13 +21,13 @@ from schedulers import BaseScheduler
 from taskfarm._common.errors import BossDiedError, BossStateError
 from taskfarm._common.messages import Cancel, Configure, Control, Signal, Watch
 from taskfarm._common.processes import BOSS_EXIT_WAIT
-from taskfarm._common.shared_array import SharedArray
 from taskfarm._common.wire import Message, dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main import interrupts
-from taskfarm._main.batch import CHUNK, Batch, Rules, prepare_batch
+from taskfarm._main.batch import Batch, Rules, prepare_batch
 from taskfarm._main.event_queue import iterate
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
+from taskfarm._main.giving import give
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.lifetime import close_farm, start_boss, stop_right_now
@@ -41,6 +41,7 @@ from taskfarm._main.options import (
 from taskfarm._main.prepare import resolve_worker
 from taskfarm._main.report import Report, TaskReport
 from taskfarm._main.reports import Reports
+from taskfarm._main.shared_keeper import SharedKeeper
 
 _COUNTER = itertools.count(1)
 
@@ -143,10 +144,11 @@ class Boss:
                                                              self._send_lock)
         self._reports = Reports(self.name, self._ledger, self._inbox,
                                 fail_fast=config.on_error == "raise")
-        # SharedArrays given to this farm: kept alive (and mapped) until it is closed.
-        self._shared: dict[str, SharedArray] = {}
+        # SharedArrays given to this farm: held while a task that received them runs.
+        self._keeper = SharedKeeper()
+        self._events.subscribe(self._keeper)
         self._finalizer = weakref.finalize(self, close_farm, self._proc, self._control,
-                                           self._inbox, self._send_lock, self._shared,
+                                           self._inbox, self._send_lock, self._keeper.arrays,
                                            os.getpid())
         self._inbox.thread.start()
         self._send(config)
@@ -178,30 +180,15 @@ class Boss:
             # and a Ctrl-C waits until the call has been given whole (interrupts.py).
             with self._send_lock, sigint_held:
                 self._check_open("give instructions")
-                ledger.add(batch.records)   # before: a report may come back at once
-                for sent, frame in enumerate(batch.frames):
-                    try:
-                        self._control.send_pickled(frame)
-                    except BaseException as exc:  # nothing of this frame was written
-                        ledger.forget(tid for tid, _ in batch.records[sent * CHUNK:])
-                        if sent:
-                            exc.add_note(f"the first {sent * CHUNK} instruction sets of "
-                                         "this call were given; the others were not")
-                            self._commit(batch)
-                            self._events.publish([
-                                TaskEvent(EventKind.QUEUED, tid, record.name)
-                                for tid, record in batch.records[:sent * CHUNK]])
-                        if isinstance(exc, OSError):  # the boss is gone: say so
-                            self._raise_if_gone("give instructions", force=True)
-                        raise
-                self._commit(batch)
+                give(batch, self._next_batch, self._control, ledger, self._keeper,
+                     self._events, functools.partial(self._commit, batch),
+                     functools.partial(self._raise_if_gone, "give instructions", True))
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
                                   for tid, record in batch.records])
             return list(batch.names)
 
     def _commit(self, batch: Batch) -> None:
         """What a call that reached the boss leaves in the handle."""
-        self._shared.update((array.name, array) for array in batch.shared)
         self._class_keys = batch.class_keys
         self._next_batch += 1
 

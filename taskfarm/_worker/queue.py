@@ -24,8 +24,9 @@ import signal
 from collections import deque
 from typing import Any
 
-from taskfarm._common.messages import RunTask, Skip, Skipped
+from taskfarm._common.messages import Release, RunTask, Skip, Skipped
 from taskfarm._common.processes import TAKE_BACK_SIGNAL
+from taskfarm._common.shared_array import detach
 from taskfarm._common.wire import Channel, ProtocolError, unexpected
 from taskfarm._worker.sender import Sender
 
@@ -68,6 +69,8 @@ class TaskQueue:
     def _take(self, msg: Any) -> None:
         if isinstance(msg, RunTask):
             self.ahead.append(msg)
+        elif isinstance(msg, Release):  # SharedArrays no task needs any more
+            detach(msg.names)
         elif isinstance(msg, Skip):
             for task in self.ahead:
                 if task.tid == msg.tid:
