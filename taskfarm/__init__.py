@@ -29,10 +29,13 @@ import typing as _typing
 # ``python -m taskfarm._boss`` and ``python -m taskfarm._worker``, never import the
 # main program's side of the package.
 _PUBLIC = {
+    "Accumulator": "_main.cadence",
     "AmbiguousWorkerError": "_common.errors",
     "Boss": "_main.handle",
     "BossDiedError": "_common.errors",
     "BossStateError": "_common.errors",
+    "Cadence": "_main.cadence",
+    "EventKind": "_main.events",
     "InstructionError": "_common.errors",
     "InstructionTypeError": "_common.errors",
     "NoMatchingWorkerError": "_common.errors",
@@ -45,9 +48,11 @@ _PUBLIC = {
     "Signal": "_common.messages",
     "TaskCancelledError": "_common.errors",
     "TaskError": "_common.errors",
+    "TaskEvent": "_main.events",
     "TaskReport": "_main.report",
     "TaskStatus": "_common.status",
     "TaskfarmError": "_common.errors",
+    "Window": "_main.cadence",
     "Worker": "_common.worker_class",
     "WorkerKilledError": "_common.errors",
     "batch_main": "_main.entry",
@@ -76,8 +81,13 @@ if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps bot
     from ._common.status import ReportStatus as ReportStatus
     from ._common.status import TaskStatus as TaskStatus
     from ._common.worker_class import Worker as Worker
+    from ._main.cadence import Accumulator as Accumulator
+    from ._main.cadence import Cadence as Cadence
+    from ._main.cadence import Window as Window
     from ._main.entry import batch_main as batch_main
     from ._main.entry import run_as_server as run_as_server
+    from ._main.events import EventKind as EventKind
+    from ._main.events import TaskEvent as TaskEvent
     from ._main.handle import Boss as Boss
     from ._main.report import Report as Report
     from ._main.report import TaskReport as TaskReport

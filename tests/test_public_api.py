@@ -13,11 +13,12 @@ import schedulers
 import taskfarm
 
 EXPECTED = {
-    "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError", "InstructionError",
-    "InstructionTypeError", "NoMatchingWorkerError", "RemoteTaskError", "Report",
-    "ReportStatus", "SchedulerError", "SharedArray", "SharedSpaceError", "Signal",
-    "TaskCancelledError", "TaskError", "TaskReport", "TaskStatus", "TaskfarmError", "Worker",
-    "WorkerKilledError",
+    "Accumulator", "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError",
+    "Cadence", "EventKind",
+    "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
+    "RemoteTaskError", "Report", "ReportStatus", "SchedulerError", "SharedArray",
+    "SharedSpaceError", "Signal", "TaskCancelledError", "TaskError", "TaskEvent",
+    "TaskReport", "TaskStatus", "TaskfarmError", "Window", "Worker", "WorkerKilledError",
     "batch_main", "run_as_server",
 }
 
