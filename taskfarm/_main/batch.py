@@ -22,9 +22,12 @@ from taskfarm._common.shared_array import SharedArray, shared_in
 from taskfarm._common.wire import dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main.dependencies import resolve_dependencies
+from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import TaskRecord
 from taskfarm._main.policies import resolve_policies, worker_threads
-from taskfarm._main.prepare import prepare, split_simple
+from taskfarm._main.prepare import PreparedTask, prepare, split_simple
+from taskfarm._main.report import TaskReport
+from taskfarm._main.resume import journal_filter, recorded
 
 CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
 
@@ -39,6 +42,7 @@ class Rules:
     policies: Mapping[str, Any]
     check: Callable[[Mapping[str, Any]], None] | None
     scheduler: str   # the scheduler's repr, for messages
+    journal: Journal | None = None   # names recorded done there are not run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ class Batch:
     frames: tuple[bytes, ...]                    # AddTasks messages, pickled
     class_keys: Mapping[type[Worker], int]       # every class key, new ones included
     shared: tuple[SharedArray, ...]              # arrays the boss must keep alive
+    # Sets recorded done in the journal: not sent, their reports read back from it.
+    resumed: tuple[tuple[int, TaskReport], ...] = ()
 
 
 def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | None,
@@ -59,8 +65,15 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
     """Prepare one call (see the module docstring); raises InstructionError."""
     matched = prepare(common if common is not None else {},
                       individual if individual is not None else {}, worker=worker,
-                      candidates=rules.candidates, taken_names=names, first_tid=first_tid)
+                      candidates=rules.candidates, taken_names=names, first_tid=first_tid,
+                      dedupe=rules.journal is not None)
     resolve_policies(matched, rules.policies)
+    journal = rules.journal
+    resumed: list[tuple[PreparedTask, TaskReport]] = []
+    if journal is not None:
+        resumed = journal_filter(matched, journal)
+        names, statuses = recorded(names, statuses, journal,
+                                   {task.name: task.tid for task, _ in resumed})
     if rules.check is not None:
         for task in matched.tasks:
             try:
@@ -102,10 +115,10 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
                        common_blob if start == 0 else b"", tuple(specs[start:start + CHUNK]),
                        shared_names if start == 0 else ()))
         for start in range(0, len(specs), CHUNK))
-    return Batch(tuple(t.name for t in matched.tasks),
-                 tuple((t.tid, TaskRecord(t.name, t.worker.__qualname__, t.view,
-                                          matched.common)) for t in matched.tasks),
-                 frames, keys, tuple(shared))
+    records = [(t.tid, TaskRecord(t.name, t.worker.__qualname__, t.view, matched.common))
+               for t in (*matched.tasks, *(task for task, _ in resumed))]
+    return Batch(tuple(matched.given), tuple(records), frames, keys, tuple(shared),
+                 tuple((task.tid, report) for task, report in resumed))
 
 
 # Values plain pickle sends by value whatever module defines the caller. A subclass

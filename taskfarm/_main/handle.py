@@ -29,6 +29,7 @@ from taskfarm._main.event_queue import iterate
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.giving import give
 from taskfarm._main.interrupts import sigint_held
+from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.lifetime import close_farm, start_boss, stop_right_now
 from taskfarm._main.logs import log_verbosely
@@ -76,6 +77,8 @@ class Boss:
             for a service that runs for weeks: a task is forgotten once
             :meth:`as_completed` has yielded its report (its name may then be given
             again, and ``after`` can no longer name it), so memory stays flat.
+        journal: an SQLite file recording every task's ending; a name recorded done
+            there is not run again, its report read back (see docs/journal.md).
         memory_limit: a task that tries to grow past the ``memory`` (MiB) it declares
             ends ``killed``, "over its memory limit" (also per Worker class).
         seed: a non-negative integer: each task gets ``self.seed`` derived from it
@@ -96,7 +99,8 @@ class Boss:
                  retry_on: Sequence[str] | None = None, retry_memory: float = 1.0,
                  keep_reports: bool = True, memory_limit: bool = False,
                  seed: int | None = None, capture_output: bool = False,
-                 max_tasks_per_child: int | None = None) -> None:
+                 max_tasks_per_child: int | None = None,
+                 journal: str | os.PathLike[str] | None = None) -> None:
         self._policies = run_policies(timeout, retries, retry_on, retry_memory)
         self.scheduler = scheduler = checked_scheduler(scheduler)
         self.name = name or f"boss-{next(_COUNTER)}"
@@ -106,15 +110,20 @@ class Boss:
                                start_method=start_method, verbose=verbose,
                                memory_limit=memory_limit, seed=seed,
                                capture_output=capture_output,
-                               max_tasks_per_child=max_tasks_per_child)
+                               max_tasks_per_child=max_tasks_per_child,
+                               started_notices=journal is not None)
         self.on_error = on_error
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
+        self._journal = Journal(journal) if journal is not None else None
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
-                            repr(scheduler))
+                            repr(scheduler), self._journal)
         self._ledger = Ledger(keep_reports)
         self._events = EventStream()
+        if self._journal is not None:  # before any other sink: see journal.py
+            self._events.subscribe(self._journal, durable=True)
         self._events.subscribe(self._ledger)
-        self._watching = False   # the boss sends STARTED notices (_watch_started)
+        # The boss sends STARTED notices (_watch_started): the journal records slots.
+        self._watching = config.started_notices
         self._class_keys: Mapping[type[Worker], int] = {}
         self._next_batch = 0
         self._seq = itertools.count(1)
@@ -185,6 +194,9 @@ class Boss:
                      functools.partial(self._raise_if_gone, "give instructions", True))
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
                                   for tid, record in batch.records])
+            if batch.resumed:  # read back from the journal: they end at once
+                self._events.publish([TaskEvent(EventKind.ENDED, tid, report.name, report)
+                                      for tid, report in batch.resumed])
             return list(batch.names)
 
     def _commit(self, batch: Batch) -> None:

@@ -59,7 +59,7 @@ def instruction_check(scheduler: Any) -> Any:
 def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
                   start_method: str | None, verbose: bool, memory_limit: bool,
                   seed: int | None, capture_output: bool,
-                  max_tasks_per_child: int | None) -> Configure:
+                  max_tasks_per_child: int | None, started_notices: bool) -> Configure:
     """Check the process-level options; the boss's configuration made of them."""
     if on_error not in ("raise", "continue"):
         raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
@@ -77,4 +77,5 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
     log_level, task_log_level = forwarded_levels()
     return Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
                      start_method, verbose, name, bool(memory_limit), log_level,
-                     task_log_level, seed, bool(capture_output), max_tasks_per_child)
+                     task_log_level, seed, bool(capture_output), max_tasks_per_child,
+                     started_notices)

@@ -19,7 +19,7 @@ import numbers
 import pathlib
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskfarm._common.errors import (
@@ -54,6 +54,7 @@ class PreparedBatch:
     simple_common: dict[str, Any]
     tasks: list[PreparedTask]
     own_keys: frozenset[str] = frozenset()   # the individual instructions' keys
+    given: list[str] = field(default_factory=list)  # every name, in order
 
 
 def resolve_worker(worker: type[Worker] | str) -> type[Worker]:
@@ -77,11 +78,13 @@ def resolve_worker(worker: type[Worker] | str) -> type[Worker]:
 
 def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
             candidates: Sequence[type[Worker]] | None, taken_names: Container[str],
-            first_tid: int) -> PreparedBatch:
+            first_tid: int, dedupe: bool = False) -> PreparedBatch:
     """Check, expand and match one ``set_instructions`` call.
 
     Returns the prepared batch; raises an :class:`InstructionError` (and changes
-    nothing, ``taken_names`` included) when anything is wrong.
+    nothing, ``taken_names`` included) when anything is wrong. With ``dedupe`` (a
+    journal), a set whose name was given already is left out instead (its task runs,
+    or ran, once) but listed in ``given``.
     """
     _check_containers(common, individual)
     length = _check_lengths(individual)
@@ -124,6 +127,7 @@ def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
         else:
             rejected[cls] = reason
     tasks: list[PreparedTask] = []
+    given: list[str] = []
     names_here: set[str] = set()
     common_for: dict[type[Worker], dict[str, Any]] = {}
     ind_items = list(individual.items())
@@ -149,9 +153,13 @@ def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
         tid = first_tid + index
         name = _task_name(cls, tid, {**common_for[cls], **view})
         if name in names_here or name in taken_names:
+            if dedupe:
+                given.append(name)
+                continue
             raise InstructionError(f"duplicate task name {name!r} (instruction set #{index}); "
                                    "task names must be unique within a Boss")
         names_here.add(name)
+        given.append(name)
         view["name"] = name
         _check_builtin_numbers(index, {**common_for[cls], **view})
         tasks.append(PreparedTask(tid, name, cls, view))
@@ -169,7 +177,7 @@ def prepare(common: Any, individual: Any, *, worker: type[Worker] | str | None,
     simple = {k: v for k, v in coerced_common.items() if _is_simple(v)}
     for task in tasks:
         task.view = {**simple, **task.view}
-    return PreparedBatch(coerced_common, simple, tasks, frozenset(individual))
+    return PreparedBatch(coerced_common, simple, tasks, frozenset(individual), given)
 
 
 def _check_containers(common: Any, individual: Any) -> None:

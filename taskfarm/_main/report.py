@@ -30,7 +30,8 @@ class TaskReport:
     output (``capture_output``; None when not captured), cut in the middle past a
     bound, with a line saying so. ``setup_time`` is the ``setup_process`` run this
     task waited for (not part of its :attr:`duration`); ``cpu_time`` is the user +
-    system seconds its process spent on it.
+    system seconds its process spent on it. ``resumed`` is True for a report read
+    back from the journal (the task was done in an earlier run, or given twice).
     """
 
     name: str
@@ -55,6 +56,7 @@ class TaskReport:
     stderr: str | None = None
     setup_time: float = 0.0
     cpu_time: float | None = None
+    resumed: bool = False
 
     @property
     def duration(self) -> float | None:
