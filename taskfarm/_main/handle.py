@@ -158,7 +158,7 @@ class Boss:
         self._events.subscribe(self._keeper)
         self._finalizer = weakref.finalize(self, close_farm, self._proc, self._control,
                                            self._inbox, self._send_lock, self._keeper.arrays,
-                                           os.getpid())
+                                           os.getpid(), self._journal)
         self._inbox.thread.start()
         self._send(config)
 

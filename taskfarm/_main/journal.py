@@ -130,6 +130,7 @@ class Journal:
         self._db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close the database (a later lookup or recording is an error)."""
         with self._lock:
             self._db.close()
 

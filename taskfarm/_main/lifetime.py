@@ -21,6 +21,7 @@ from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
+from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import Ledger
 
 # How often a wait on the boss checks that it is not stopped (seconds).
@@ -76,7 +77,8 @@ def stop_right_now(control: Channel, lock: threading.Lock) -> None:
 
 
 def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
-           lock: threading.Lock, shared: dict[str, Any], owner: int) -> None:
+           lock: threading.Lock, shared: dict[str, Any], owner: int,
+           journal: Journal | None = None) -> None:
     """Stop the boss if it still runs, wait for it, release the pipes, and let go of
     the SharedArrays given to it (each is removed once nothing else holds it). In a
     process forked from the main program (``os.fork()``) that exits, nothing is done:
@@ -100,6 +102,8 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             proc.wait()
     if threading.current_thread() is not inbox.thread and inbox.thread.ident is not None:
         inbox.thread.join(BOSS_EXIT_WAIT)
+    if journal is not None and not inbox.thread.is_alive():
+        journal.close()   # every ending it will hear of is recorded
     if not lingering:
         shared.clear()
 
