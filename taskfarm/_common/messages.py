@@ -54,6 +54,8 @@ class Configure(NamedTuple):
     capture_output: bool = False  # every task's stdout and stderr travel in its report
     max_tasks_per_child: int | None = None  # a pool process is replaced after so many
     started_notices: bool = False  # say when each task starts (see Watch)
+    # Where tasks run: None (local processes) or (kind, options), e.g. ("dask", {...}).
+    backend: tuple[str, dict[str, Any]] | None = None
 
 
 class WorkerClassSpec(NamedTuple):

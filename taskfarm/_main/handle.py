@@ -20,7 +20,6 @@ from typing import Any, Literal
 from schedulers import BaseScheduler
 from taskfarm._common.errors import BossDiedError, BossStateError
 from taskfarm._common.messages import Cancel, Configure, Control, Signal, Watch
-from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Message, dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main import interrupts
@@ -31,7 +30,7 @@ from taskfarm._main.giving import give
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import Ledger
-from taskfarm._main.lifetime import close_farm, start_boss, stop_right_now
+from taskfarm._main.lifetime import close_farm, raise_if_gone, start_boss, stop_right_now
 from taskfarm._main.logs import log_verbosely
 from taskfarm._main.options import (
     checked_scheduler,
@@ -79,6 +78,8 @@ class Boss:
             again, and ``after`` can no longer name it), so memory stays flat.
         journal: an SQLite file recording every task's ending; a name recorded done
             there is not run again, its report read back (see docs/journal.md).
+        backend: where tasks run: None (processes of this machine) or a
+            ``taskfarm.DaskBackend`` (a Dask cluster; see docs/scaling.md).
         memory_limit: a task that tries to grow past the ``memory`` (MiB) it declares
             ends ``killed``, "over its memory limit" (also per Worker class).
         seed: a non-negative integer: each task gets ``self.seed`` derived from it
@@ -100,7 +101,7 @@ class Boss:
                  keep_reports: bool = True, memory_limit: bool = False,
                  seed: int | None = None, capture_output: bool = False,
                  max_tasks_per_child: int | None = None,
-                 journal: str | os.PathLike[str] | None = None) -> None:
+                 journal: str | os.PathLike[str] | None = None, backend: Any = None) -> None:
         self._policies = run_policies(timeout, retries, retry_on, retry_memory)
         self.scheduler = scheduler = checked_scheduler(scheduler)
         self.name = name or f"boss-{next(_COUNTER)}"
@@ -111,8 +112,9 @@ class Boss:
                                memory_limit=memory_limit, seed=seed,
                                capture_output=capture_output,
                                max_tasks_per_child=max_tasks_per_child,
-                               started_notices=journal is not None)
+                               started_notices=journal is not None, backend=backend)
         self.on_error = on_error
+        self._backend = backend
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
         self._journal = Journal(journal) if journal is not None else None
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
@@ -158,7 +160,7 @@ class Boss:
         self._events.subscribe(self._keeper)
         self._finalizer = weakref.finalize(self, close_farm, self._proc, self._control,
                                            self._inbox, self._send_lock, self._keeper.arrays,
-                                           os.getpid(), self._journal)
+                                           os.getpid(), self._journal, self._backend)
         self._inbox.thread.start()
         self._send(config)
 
@@ -274,17 +276,7 @@ class Boss:
             raise BossStateError(f"cannot {doing}: {self.name} is closed")
 
     def _raise_if_gone(self, doing: str, force: bool = False) -> None:
-        inbox = self._inbox
-        if inbox.died is not None:
-            raise inbox.died
-        if inbox.goodbye is not None:
-            why = inbox.goodbye.reason.splitlines()[0]
-            raise BossStateError(f"cannot {doing}: {self.name} has exited "
-                                 f"({inbox.goodbye.status}: {why})")
-        if force:
-            inbox.thread.join(BOSS_EXIT_WAIT)
-            self._raise_if_gone(doing)
-            raise BossStateError(f"cannot {doing}: the pipe to {self.name} is closed")
+        raise_if_gone(self._inbox, self.name, doing, force)
 
     # ---- reports ------------------------------------------------------------------------
 

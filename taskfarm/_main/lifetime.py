@@ -78,12 +78,13 @@ def stop_right_now(control: Channel, lock: threading.Lock) -> None:
 
 def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
            lock: threading.Lock, shared: dict[str, Any], owner: int,
-           journal: Journal | None = None) -> None:
+           journal: Journal | None = None, backend: Any = None) -> None:
     """Stop the boss if it still runs, wait for it, release the pipes, and let go of
     the SharedArrays given to it (each is removed once nothing else holds it). In a
     process forked from the main program (``os.fork()``) that exits, nothing is done:
     the farm is its parent's, and a STOP_RIGHTNOW down the inherited pipe would stop
-    the parent's running tasks."""
+    the parent's running tasks. Then the journal is closed, and what the backend
+    started for this farm (a Dask cluster) is ended."""
     if os.getpid() != owner:
         return
     with lock:
@@ -104,8 +105,26 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         inbox.thread.join(BOSS_EXIT_WAIT)
     if journal is not None and not inbox.thread.is_alive():
         journal.close()   # every ending it will hear of is recorded
+    if backend is not None and not lingering:
+        backend.close()   # a cluster it started for this farm
     if not lingering:
         shared.clear()
+
+
+def raise_if_gone(inbox: Inbox, name: str, doing: str, force: bool = False) -> None:
+    """Raise why ``doing`` is impossible if the boss is gone: its BossDiedError, or a
+    BossStateError saying it exited and why. ``force`` (a write to it just failed):
+    wait for the receiver to hear why, and raise in any case."""
+    if inbox.died is not None:
+        raise inbox.died
+    if inbox.goodbye is not None:
+        why = inbox.goodbye.reason.splitlines()[0]
+        raise BossStateError(f"cannot {doing}: {name} has exited "
+                             f"({inbox.goodbye.status}: {why})")
+    if force:
+        inbox.thread.join(BOSS_EXIT_WAIT)
+        raise_if_gone(inbox, name, doing)
+        raise BossStateError(f"cannot {doing}: the pipe to {name} is closed")
 
 
 def start_boss(name: str, ledger: Ledger, events: EventStream

@@ -59,7 +59,8 @@ def instruction_check(scheduler: Any) -> Any:
 def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
                   start_method: str | None, verbose: bool, memory_limit: bool,
                   seed: int | None, capture_output: bool,
-                  max_tasks_per_child: int | None, started_notices: bool) -> Configure:
+                  max_tasks_per_child: int | None, started_notices: bool,
+                  backend: Any = None) -> Configure:
     """Check the process-level options; the boss's configuration made of them."""
     if on_error not in ("raise", "continue"):
         raise ValueError(f"on_error must be 'raise' or 'continue', not {on_error!r}")
@@ -74,8 +75,15 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
             or max_tasks_per_child < 1):
         raise ValueError("max_tasks_per_child must be a positive integer or None, not "
                          f"{max_tasks_per_child!r}")
+    where = None
+    if backend is not None:
+        describe = getattr(backend, "boss_configuration", None)
+        if not callable(describe):
+            raise TypeError(f"backend={backend!r} is not a taskfarm backend (such as "
+                            "taskfarm.DaskBackend())")
+        where = describe()
     log_level, task_log_level = forwarded_levels()
     return Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
                      start_method, verbose, name, bool(memory_limit), log_level,
                      task_log_level, seed, bool(capture_output), max_tasks_per_child,
-                     started_notices)
+                     started_notices, where)
