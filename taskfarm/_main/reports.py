@@ -106,9 +106,19 @@ class Reports:
     def final(self, timeout: float | None) -> Report:
         """The final report, once the boss has exited (waiting up to ``timeout``)."""
         inbox, ledger = self.inbox, self.ledger
-        with ledger.cond:
-            if not ledger.cond.wait_for(lambda: inbox.closed, timeout):
-                raise TimeoutError(f"{self.name} did not finish within {timeout} s")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Read the boss's last messages in this thread, as as_completed does: the
+        # receiver may be standing aside for a while after a thread read for itself.
+        with inbox.reading():
+            while True:
+                with ledger.cond:
+                    if inbox.closed:
+                        break
+                    seen = inbox.handled
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not inbox.pump(left, seen) and deadline is not None \
+                        and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self.name} did not finish within {timeout} s")
         if inbox.died is not None:
             raise inbox.died
         goodbye = inbox.goodbye
