@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -22,12 +22,13 @@ from taskfarm._common.shared_array import SharedArray, shared_in
 from taskfarm._common.wire import dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main.dependencies import resolve_dependencies
-from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import TaskRecord
 from taskfarm._main.policies import resolve_policies, worker_threads
 from taskfarm._main.prepare import PreparedTask, prepare, split_simple
 from taskfarm._main.report import TaskReport
-from taskfarm._main.resume import journal_filter, recorded
+
+if TYPE_CHECKING:
+    from taskfarm._main.journal import Journal
 
 CHUNK = 5000  # instruction sets per message: keeps the boss responsive to signals
 
@@ -71,6 +72,8 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
     journal = rules.journal
     resumed: list[tuple[PreparedTask, TaskReport]] = []
     if journal is not None:
+        from taskfarm._main.resume import journal_filter, recorded
+
         resumed = journal_filter(matched, journal)
         names, statuses = recorded(names, statuses, journal,
                                    {task.name: task.tid for task, _ in resumed})

@@ -28,7 +28,6 @@ from taskfarm._main.event_queue import iterate
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
 from taskfarm._main.giving import give
 from taskfarm._main.interrupts import sigint_held
-from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.lifetime import close_farm, raise_if_gone, start_boss, stop_right_now
 from taskfarm._main.logs import log_verbosely
@@ -116,7 +115,11 @@ class Boss:
         self.on_error = on_error
         self._backend = backend
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
-        self._journal = Journal(journal) if journal is not None else None
+        self._journal = None
+        if journal is not None:   # sqlite3 and the rest only for those who use it
+            from taskfarm._main.journal import Journal
+
+            self._journal = Journal(journal)
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
                             repr(scheduler), self._journal)
         self._ledger = Ledger(keep_reports)

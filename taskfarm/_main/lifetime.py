@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfarm._common.errors import BossStateError
 from taskfarm._common.messages import Control, Signal
@@ -21,8 +21,10 @@ from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
-from taskfarm._main.journal import Journal
 from taskfarm._main.ledger import Ledger
+
+if TYPE_CHECKING:
+    from taskfarm._main.journal import Journal
 
 # How often a wait on the boss checks that it is not stopped (seconds).
 STOPPED_CHECK = 1.0
