@@ -52,10 +52,15 @@ def main(argv: list[str]) -> int:
     forward_from(lambda fields: notices.append(
         Notice(-1, NoticeKind.LOG, {**fields, "taskfarm_source": "boss"})), config.log_level)
     default_native_threads(loop.scheduler)
-    linger = parent_gone = False
+    linger = parent_gone = shut = False
     try:
         goodbye = loop.run()
         linger = goodbye.reason.startswith("STOP_LISTENING")
+        if not linger:
+            # Every worker process ends (its teardown_process hooks run) before the
+            # goodbye: the main program's final report means the farm is over.
+            loop.backend.shutdown(False)
+            shut = True
         loop.send(goodbye)
     except ParentGone:
         parent_gone = True
@@ -66,7 +71,8 @@ def main(argv: list[str]) -> int:
         except BaseException:
             print(text, file=sys.stderr)
     finally:
-        loop.backend.shutdown(linger)
+        if not shut:
+            loop.backend.shutdown(linger)
         if parent_gone:  # nobody else is left to remove them
             unlink_shared(loop.shared)
     return 0

@@ -337,7 +337,7 @@ class LocalBackend:
             why = ("it died as it started" if isinstance(exc, ProcessLookupError)
                    else f"cannot watch it: {exc}")
             raise NoCapacity(f"a new worker process could not be used: {why}") from exc
-        used = {p.number for p in self.procs.values()}
+        used = {p.number for p in self.procs.values() if p.task_conn is not None}  # not retiring
         number = next(n for n in itertools.count() if n not in used)
         proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated, number)
         if zygote is not None:

@@ -31,9 +31,9 @@ class EventQueue:
 def iterate(stream: EventStream, ledger: Ledger, inbox: Inbox,
             timeout: float | None) -> Iterator[TaskEvent]:
     """Subscribe now; the returned iterator yields every event from then on, in order,
-    until every task given so far has ended (and its ENDED event was yielded) or the
-    boss has exited. ``timeout`` bounds the wait for each next event (TimeoutError);
-    a boss that died raises its BossDiedError."""
+    until every task given so far has ended (and its ENDED event was yielded; at least
+    one task must have been given) or the boss has exited. ``timeout`` bounds the wait
+    for each next event (TimeoutError); a boss that died raises its BossDiedError."""
     queue = EventQueue(ledger)
     stream.subscribe(queue)
     return _events(stream, queue, ledger, inbox, timeout)
@@ -48,7 +48,10 @@ def _events(stream: EventStream, queue: EventQueue, ledger: Ledger, inbox: Inbox
             # cannot say "all ended" before this queue has the last ENDED event.
             with stream.lock, cond:
                 event = items.popleft() if items else None
-                over = event is None and (ledger.all_ended() or inbox.closed)
+                # Over once every task given so far has ended (a task must have been
+                # given: a consumer may start before the first), or the boss exited.
+                over = event is None and ((ledger.next_tid > 0 and ledger.all_ended())
+                                          or inbox.closed)
             if event is not None:
                 yield event
                 continue
@@ -64,7 +67,8 @@ def _events(stream: EventStream, queue: EventQueue, ledger: Ledger, inbox: Inbox
 def _wait(queue: EventQueue, ledger: Ledger, inbox: Inbox, timeout: float | None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     with queue.cond:
-        while not queue.items and not ledger.all_ended() and not inbox.closed:
+        while not queue.items and not inbox.closed and not (ledger.next_tid > 0
+                                                             and ledger.all_ended()):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"no task event within {timeout} s")

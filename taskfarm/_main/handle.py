@@ -30,7 +30,7 @@ from taskfarm._main.giving import give
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.lifetime import close_farm, raise_if_gone, start_boss, stop_right_now
-from taskfarm._main.logs import log_verbosely
+from taskfarm._main.logs import log_verbosely, quiet_again
 from taskfarm._main.options import (
     checked_scheduler,
     configuration,
@@ -104,14 +104,15 @@ class Boss:
         self._policies = run_policies(timeout, retries, retry_on, retry_memory)
         self.scheduler = scheduler = checked_scheduler(scheduler)
         self.name = name or f"boss-{next(_COUNTER)}"
-        if verbose:
-            log_verbosely()
         config = configuration(scheduler, self.name, on_error=on_error, isolated=isolated,
                                start_method=start_method, verbose=verbose,
                                memory_limit=memory_limit, seed=seed,
                                capture_output=capture_output,
                                max_tasks_per_child=max_tasks_per_child,
                                started_notices=journal is not None, backend=backend)
+        if verbose:  # until this Boss closes (its finalizer, or the failed start below)
+            farm_level, task_level = log_verbosely()
+            config = config._replace(log_level=farm_level, task_log_level=task_level)
         self.on_error = on_error
         self._backend = backend
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
@@ -148,6 +149,8 @@ class Boss:
         except BaseException:  # Ctrl-C included: end what was started, then re-raise
             if hasattr(self, "_finalizer"):
                 self.close()
+            elif verbose:
+                quiet_again()
             raise
 
     def _start_boss(self, config: Configure) -> None:
@@ -163,7 +166,8 @@ class Boss:
         self._events.subscribe(self._keeper)
         self._finalizer = weakref.finalize(self, close_farm, self._proc, self._control,
                                            self._inbox, self._send_lock, self._keeper.arrays,
-                                           os.getpid(), self._journal, self._backend)
+                                           os.getpid(), self._journal, self._backend,
+                                           config.verbose)
         self._inbox.thread.start()
         self._send(config)
 
@@ -301,7 +305,7 @@ class Boss:
 
         Subscribes at once (call it before giving instructions to see all of their
         events); several iterators and :meth:`as_completed` each see all of their
-        items. Ends when every task given so far has ended or the boss has exited;
+        items. Ends once tasks were given and all have ended, or the boss exited;
         ``timeout`` bounds the wait for each next event (TimeoutError).
         """
         self._watch_started()

@@ -22,6 +22,7 @@ from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.ledger import Ledger
+from taskfarm._main.logs import quiet_again
 
 if TYPE_CHECKING:
     from taskfarm._main.journal import Journal
@@ -80,7 +81,8 @@ def stop_right_now(control: Channel, lock: threading.Lock) -> None:
 
 def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
            lock: threading.Lock, shared: dict[str, Any], owner: int,
-           journal: Journal | None = None, backend: Any = None) -> None:
+           journal: Journal | None = None, backend: Any = None,
+           verbose: bool = False) -> None:
     """Stop the boss if it still runs, wait for it, release the pipes, and let go of
     the SharedArrays given to it (each is removed once nothing else holds it). In a
     process forked from the main program (``os.fork()``) that exits, nothing is done:
@@ -109,6 +111,8 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
         journal.close()   # every ending it will hear of is recorded
     if backend is not None and not lingering:
         backend.close()   # a cluster it started for this farm
+    if verbose:
+        quiet_again()
     if not lingering:
         shared.clear()
 

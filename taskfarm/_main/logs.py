@@ -24,10 +24,15 @@ TASK_LOGGER = "taskfarm.task"
 
 
 def forwarded_levels() -> tuple[int, int]:
-    """The levels from which the boss and the workers forward records: those the
-    program enables now for ``taskfarm`` and ``taskfarm.task``."""
-    return (logging.getLogger("taskfarm").getEffectiveLevel(),
-            logging.getLogger(TASK_LOGGER).getEffectiveLevel())
+    """The levels from which the boss and the workers forward records: the lowest the
+    program enables now for ``taskfarm`` or one of its loggers (``taskfarm.boss``...),
+    and for ``taskfarm.task`` or one of its loggers."""
+    loggers = [name for name in logging.root.manager.loggerDict
+               if name.startswith("taskfarm.")]
+    tasks = [TASK_LOGGER, *(n for n in loggers if n.startswith(f"{TASK_LOGGER}."))]
+    farm = ["taskfarm", *(n for n in loggers if n not in tasks)]
+    return (min(logging.getLogger(n).getEffectiveLevel() for n in farm),
+            min(logging.getLogger(n).getEffectiveLevel() for n in tasks))
 
 
 def reemit_record(fields: dict[str, Any], record: TaskRecord | None) -> None:
@@ -52,13 +57,32 @@ class _VerboseHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def log_verbosely() -> None:
+_verbose = {"users": 0, "level": logging.NOTSET}   # Bosses made with verbose=True, alive
+
+
+def log_verbosely() -> tuple[int, int]:
     """``verbose=True``: the farm's INFO records (and its tasks') on stderr, whatever
-    the program's own configuration; added once per program."""
+    the program's own configuration, for as long as a Boss made so is open (see
+    :func:`quiet_again`). Returns the levels forwarded from now (forwarded_levels)."""
     logger = logging.getLogger("taskfarm")
-    if not any(isinstance(h, _VerboseHandler) for h in logger.handlers):
+    if not _verbose["users"]:
         handler = _VerboseHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
         logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+        _verbose["level"] = logger.level
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+    _verbose["users"] += 1
+    return forwarded_levels()
+
+
+def quiet_again() -> None:
+    """A Boss made with ``verbose=True`` closed: the last one takes the handler away
+    and gives the ``taskfarm`` logger its level back."""
+    _verbose["users"] -= 1
+    if _verbose["users"] <= 0:
+        _verbose["users"] = 0
+        logger = logging.getLogger("taskfarm")
+        for handler in [h for h in logger.handlers if isinstance(h, _VerboseHandler)]:
+            logger.removeHandler(handler)
+        logger.setLevel(_verbose["level"])

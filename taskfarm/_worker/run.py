@@ -94,6 +94,8 @@ class ProcessState:
         self.nice = os.getpriority(os.PRIO_PROCESS, 0)
         seed = os.environ.get(SEED_VARIABLE, "")
         self.run_seed = int(seed) if seed.isdigit() else None
+        if self.run_seed is not None:   # seeding uses numpy: loaded now, not in a task
+            import numpy  # noqa: F401
         self.capture_all = os.environ.get(CAPTURE_VARIABLE) == "1"
         self.capture: Capture | None = None
         self.current: int | None = None   # the task running, if any
@@ -152,6 +154,11 @@ def run_task(state: ProcessState, msg: RunTask) -> Outcome:
             ready = time.time()
             setup_time, started = ready - started, ready   # not counted in its duration
         worker = _make(state, cls, msg)
+        if state.run_seed is not None:   # before the task's clock starts
+            if worker.seed is None:
+                worker.seed = derive_seed(state.run_seed, worker.name)
+            seed_globals(worker.seed)
+            started = time.time()
     except StopRequested:  # stopped while loading the class or in setup_process
         end_by_sigterm()
     except BaseException as exc:  # the task's failure is its report, whatever it is
@@ -165,10 +172,6 @@ def run_task(state: ProcessState, msg: RunTask) -> Outcome:
     cpu_started = time.process_time()
     try:
         try:
-            if state.run_seed is not None:
-                if worker.seed is None:
-                    worker.seed = derive_seed(state.run_seed, worker.name)
-                seed_globals(worker.seed)
             result = worker.task()
         except StopRequested:
             try:
