@@ -175,9 +175,24 @@ class Inbox:
         # nor a report read but not yet kept can be lost to it.
         with sigint_held:
             try:
-                self._handle(self.conn.recv())
+                msg = self.conn.recv()
+                while isinstance(msg, Outcomes) and self._more():
+                    # Outcomes already waiting are handled as one batch (one journal
+                    # commit, one wake-up of the waiters): no wait for any.
+                    following = self.conn.recv()
+                    if not isinstance(following, Outcomes):
+                        self._handle(msg)
+                        msg = following
+                        break
+                    msg = Outcomes(msg.outcomes + following.outcomes,
+                                   msg.notices + following.notices)
+                self._handle(msg)
             except (EOFError, OSError):
                 self._gone()
+
+    def _more(self) -> bool:
+        """A whole next message, or the start of one, is already readable."""
+        return self.conn.buffered or bool(readable((self.conn.fd,), 0))
 
     def _handle(self, msg: Any) -> None:
         with self.cond:

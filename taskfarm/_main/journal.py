@@ -16,9 +16,10 @@ Resume. A name recorded ``done`` is not run again: its report comes back from th
 journal (``TaskReport.resumed``). Names recorded in any other state run again.
 Instructions are compared on their simple values (numbers, strings, booleans, None
 and lists, tuples and dicts of them; other values — arrays, functions, objects — by
-type only): a name recorded done under other instructions is an InstructionError at
-the call that gives it, since its recorded result would not be the result of what
-is asked now.
+type only), leaving out how the task runs (timeout, retries, retry_on, retry_memory,
+after, memory, expected_time, resources): a name recorded done under other
+instructions is an InstructionError at the call that gives it, since its recorded
+result would not be the result of what is asked now.
 
 Results larger than :data:`INLINE_MAX` bytes pickled live in files in the directory
 ``<journal>.results`` beside the database, referenced by their row, and are removed
@@ -71,18 +72,34 @@ _INSERT = (f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)}) "
 _SIMPLE = (str, int, float, bool, type(None))
 
 
+# How a task runs, not what it computes: left out of the comparison, so that a
+# campaign resumes with a longer timeout, more retries or other scheduling hints.
+EXECUTION_KEYS = frozenset({"timeout", "retries", "retry_on", "retry_memory", "after",
+                            "memory", "expected_time", "resources", "scheduler_ticket"})
+
+
 def canonical(instructions: Mapping[str, Any]) -> str:
-    """The instructions as comparable text: simple values by value, others by type."""
-    def value(v: Any) -> Any:
-        if isinstance(v, _SIMPLE):
-            return v
-        if isinstance(v, (list, tuple)):
-            return [value(x) for x in v]
-        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-            return {k: value(x) for k, x in sorted(v.items())}
-        return f"<{type(v).__module__}.{type(v).__qualname__}>"
-    return json.dumps({k: value(v) for k, v in sorted(instructions.items())},
-                      sort_keys=True, default=str)
+    """The instructions as comparable text: simple values by value, others by type,
+    without the EXECUTION_KEYS."""
+    what = {k: v for k, v in instructions.items() if k not in EXECUTION_KEYS}
+    try:  # the usual case, in C: plain values (tuples become lists), others by type
+        return json.dumps(what, sort_keys=True, default=_by_type)
+    except (TypeError, ValueError):  # keys json does not take, a cycle
+        return json.dumps({k: _simple(v) for k, v in sorted(what.items())}, default=str)
+
+
+def _by_type(value: Any) -> str:
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _simple(v: Any) -> Any:
+    if isinstance(v, _SIMPLE):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_simple(x) for x in v]
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return {k: _simple(x) for k, x in sorted(v.items())}
+    return _by_type(v)
 
 
 def fingerprint(text: str) -> str:
@@ -118,6 +135,9 @@ class Journal:
                 (time.time(), os.getpid(), socket.gethostname(), json.dumps(sys.argv)))
             self.run = int(cursor.lastrowid or 0)
         self._slots: dict[int, tuple[int | None, int | None]] = {}   # tid -> (pid, slot)
+        with self._lock:   # results in files: only then is a replaced row looked at first
+            self._files = self._db.execute(
+                "SELECT 1 FROM tasks WHERE result_file IS NOT NULL LIMIT 1").fetchone() is not None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -135,6 +155,17 @@ class Journal:
             self._db.close()
 
     # ---- resuming -----------------------------------------------------------------------
+
+    def done_among(self, names: Sequence[str]) -> set[str]:
+        """The names among ``names`` recorded done (one query per 500 names)."""
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(names), 500):
+                chunk = list(names[start:start + 500])
+                found.update(name for (name,) in self._db.execute(
+                    f"SELECT name FROM tasks WHERE status = 'done' AND name IN "
+                    f"({', '.join('?' * len(chunk))})", chunk))
+        return found
 
     def recorded_done(self, name: str) -> bool:
         """True when ``name`` is recorded done (after= is satisfied by it)."""
@@ -190,7 +221,7 @@ class Journal:
             return
         with self._lock:
             replaced = []
-            for start in range(0, len(rows), 500):   # under SQLite's variable limit
+            for start in range(0, len(rows) if self._files else 0, 500):  # SQLite's limit
                 names = [r[0] for r in rows[start:start + 500]]
                 replaced += [file for (file,) in self._db.execute(
                     f"SELECT result_file FROM tasks WHERE result_file IS NOT NULL AND name "
@@ -208,6 +239,7 @@ class Journal:
             data = _dumps(report.result)
             if len(data) > INLINE_MAX:
                 self.results_dir.mkdir(mode=0o700, exist_ok=True)
+                self._files = True
                 result_file = f"{fingerprint(report.name)}-{self.run}-{time.time_ns()}.pickle"
                 (self.results_dir / result_file).write_bytes(data)
             else:

@@ -22,9 +22,10 @@ def journal_filter(batch: PreparedBatch,
     under other instructions); returns them with their reports."""
     keep: list[PreparedTask] = []
     resumed: list[tuple[PreparedTask, TaskReport]] = []
+    done = journal.done_among([task.name for task in batch.tasks])
     for task in batch.tasks:
-        report = journal.resumed_report(task.name, task.worker.__qualname__,
-                                        {**batch.common, **task.view})
+        report = None if task.name not in done else journal.resumed_report(
+            task.name, task.worker.__qualname__, {**batch.common, **task.view})
         if report is None:
             keep.append(task)
         else:
