@@ -226,3 +226,11 @@ def test_a_driver_killed_at_random_points_resumes_to_the_end_without_redoing(
     gone = psutil.wait_procs([psutil.Process(p) for p in bosses if psutil.pid_exists(p)],
                              timeout=10)[1]
     assert not gone, f"seed {seed}: boss processes left: {gone}"
+
+
+def test_a_campaign_resumes_with_other_policies(tmp_path: Path) -> None:
+    """Timeout and retries say how a task runs, not what it computes."""
+    journal, side = tmp_path / "j.db", tmp_path / "side"
+    _farm(journal, side, [0, 1], timeout=60)
+    again = _farm(journal, side, [0, 1], timeout=600, retries=2)
+    assert all(t.resumed for t in again.tasks) and _runs(side) == {"j0": 1, "j1": 1}
