@@ -21,8 +21,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from taskfarm._main.report import TaskReport
 
@@ -36,9 +35,9 @@ class EventKind(enum.Enum):
     ENDED = "ended"        # it reached its terminal state (``report``)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
-    """One event of one task, in the order the main program learnt it."""
+class TaskEvent(NamedTuple):
+    """One event of one task, in the order the main program learnt it. (A NamedTuple:
+    one is made per task and kind, on the hot path of every task.)"""
 
     kind: EventKind
     tid: int
