@@ -36,6 +36,7 @@ _PUBLIC = {
     "BossStateError": "_common.errors",
     "Cadence": "_main.cadence",
     "EventKind": "_main.events",
+    "Executor": "_main.executor",
     "InstructionError": "_common.errors",
     "InstructionTypeError": "_common.errors",
     "NoMatchingWorkerError": "_common.errors",
@@ -88,6 +89,7 @@ if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps bot
     from ._main.entry import run_as_server as run_as_server
     from ._main.events import EventKind as EventKind
     from ._main.events import TaskEvent as TaskEvent
+    from ._main.executor import Executor as Executor
     from ._main.handle import Boss as Boss
     from ._main.report import Report as Report
     from ._main.report import TaskReport as TaskReport

@@ -15,7 +15,7 @@ import taskfarm
 EXPECTED = {
     "Accumulator", "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError",
     "Cadence", "EventKind",
-    "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
+    "Executor", "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
     "RemoteTaskError", "Report", "ReportStatus", "SchedulerError", "SharedArray",
     "SharedSpaceError", "Signal", "TaskCancelledError", "TaskError", "TaskEvent",
     "TaskReport", "TaskStatus", "TaskfarmError", "Window", "Worker", "WorkerKilledError",

@@ -1,0 +1,127 @@
+"""What a future of :class:`taskfarm.Executor` holds once its task ended: the call's
+result, or the exception to raise. Runs in the main program, in whichever thread reads
+the boss's messages (see :mod:`taskfarm._main.executor_farm`).
+
+The exceptions the executor raises itself, by how a caller of ``concurrent.futures``
+already reacts to them::
+
+    concurrent.futures.BrokenExecutor
+    └── BrokenProcessPool
+        ├── WorkerDiedError (also taskfarm.WorkerKilledError)
+        │       the process running this call died (signal or exit code named);
+        │       only this future fails, the executor goes on
+        └── ExecutorBrokenError (also taskfarm.TaskfarmError)
+                the initializer failed, or the farm itself died: every pending
+                future fails, and so does any later submit
+    taskfarm.TaskCancelledError             the call ran past the executor's timeout
+    taskfarm.RemoteTaskError                its result could not be unpickled here, or
+                                            its exception could not travel
+
+A call's own exception arrives with its type, arguments and the worker's frames; its
+``__cause__`` is the worker's formatted traceback (as with ``ProcessPoolExecutor``,
+whose ``_RemoteTraceback`` it is), unless it had a cause of its own.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
+from typing import Any
+
+from taskfarm._common.errors import (
+    RemoteTaskError,
+    TaskCancelledError,
+    TaskfarmError,
+    WorkerKilledError,
+)
+from taskfarm._common.status import TaskStatus
+from taskfarm._main.executor_worker import InitializerError, unpack
+from taskfarm._main.report import TaskReport
+
+
+class WorkerDiedError(WorkerKilledError, BrokenProcessPool):
+    """The worker process running a call died without reporting (a signal, a
+    segfault, ``os._exit``): ``exitcode``, ``signal_name`` and ``pid`` say how.
+    Unlike ``ProcessPoolExecutor``, only this call's future fails; the executor
+    replaces the process and goes on."""
+
+
+class ExecutorBrokenError(TaskfarmError, BrokenProcessPool):
+    """The executor cannot run calls any more: its initializer failed in a worker
+    process (the initializer's exception is the ``__cause__``), or its boss process
+    died. Pending futures fail with it, and so does every later ``submit``."""
+
+
+def start(future: Future[Any]) -> bool:
+    """Mark a future running (a worker started its call); False if it was cancelled
+    first (its call's outcome is then dropped)."""
+    if future.running():
+        return True
+    if future.cancelled():
+        return False
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:  # cancelled, and notified, in another thread meanwhile
+        return False
+
+
+def settle(future: Future[Any], *, result: Any = None,
+           exception: BaseException | None = None) -> None:
+    """Give a future its result or exception, unless it was cancelled (then nothing)."""
+    if not start(future):
+        return
+    try:
+        if exception is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exception)
+    except InvalidStateError:  # settled by another path (the executor broke)
+        pass
+
+
+def outcome(report: TaskReport) -> tuple[Any, BaseException | None]:
+    """(result, None) or (None, exception) for the call whose task ended as
+    ``report`` says (see the module docstring)."""
+    status = report.status
+    if status is TaskStatus.DONE:
+        try:
+            return unpack(report.result), None
+        except BaseException as exc:  # SystemExit from a hostile __reduce__ included
+            error = RemoteTaskError(f"the result of the call could not be unpickled in the "
+                                    f"main program: {type(exc).__name__}: {exc}",
+                                    report.name)
+            error.__cause__ = exc
+            return None, error
+    if status is TaskStatus.FAILED:
+        raised = report.exception
+        if raised is None:  # pragma: no cover - a failed report always carries one
+            raised = RemoteTaskError(f"the call failed: {report.reason}", report.name)
+        if raised.__cause__ is None and report.traceback:
+            raised.__cause__ = remote_traceback(report.traceback)
+        return None, raised
+    if status is TaskStatus.KILLED:
+        return None, WorkerDiedError(
+            f"{report.reason}; only this call failed, the executor goes on", report.name,
+            report.exitcode, report.signal_name, report.pid)
+    return None, TaskCancelledError(f"the call ended {status}: {report.reason}",
+                                    report.name)
+
+
+def initializer_failure(report: TaskReport) -> ExecutorBrokenError | None:
+    """The error that breaks the executor when ``report`` says its initializer failed,
+    else None."""
+    exc = report.exception
+    if report.status is not TaskStatus.FAILED or not isinstance(exc, InitializerError):
+        return None
+    error = ExecutorBrokenError(f"{exc} in worker process {report.pid}: the executor is "
+                                "broken, and runs no more calls")
+    if report.traceback:
+        exc.__cause__ = remote_traceback(report.traceback)
+    error.__cause__ = exc
+    return error
+
+
+def remote_traceback(text: str) -> BaseException:
+    """The worker's formatted traceback as an exception, ProcessPoolExecutor's own
+    type (code that reads ``exc.__cause__.tb`` keeps working)."""
+    return _RemoteTraceback(text)  # type: ignore[arg-type]  # typeshed has it wrong
