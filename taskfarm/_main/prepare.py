@@ -339,6 +339,8 @@ def split_simple(view: Mapping[str, Any], keys: Iterable[str]) -> tuple[dict[str
 def _is_simple(value: Any) -> bool:
     if isinstance(value, _SIMPLE):
         return not isinstance(value, str) or len(value) <= 4096
+    if type(value) is bytes:  # a small pickled value (an Executor's call): inline
+        return len(value) <= 4096
     if isinstance(value, (tuple, list)) and len(value) <= 64:
         return all(isinstance(v, _SIMPLE) for v in value)
     return False
