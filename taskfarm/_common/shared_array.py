@@ -138,8 +138,9 @@ class SharedArray:
         self.name = f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
         nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self._map = _create(self.name, max(nbytes, 1), f"{self.dtype} {self.shape}")
-        # Made before the copy can fail.
-        self._finalizer = weakref.finalize(self, unlink_shared, [self.name])
+        # Made before the copy can fail. Only this process removes the segment: a copy
+        # of it (os.fork()) that drops the object must not remove it for everyone.
+        self._finalizer = weakref.finalize(self, _unlink_in, os.getpid(), self.name)
         self.array = np.ndarray(self.shape, self.dtype, buffer=self._map)
         if source is not None:
             self.array[...] = source
@@ -167,6 +168,11 @@ class SharedArray:
     def __repr__(self) -> str:
         mode = "writable" if self.writable else "read-only"
         return f"<SharedArray {self.name} {self.dtype} {self.shape} {mode}>"
+
+
+def _unlink_in(owner: int, name: str) -> None:
+    if os.getpid() == owner:
+        unlink_shared([name])
 
 
 def attach(name: str, shape: tuple[int, ...], dtype: str, writable: bool) -> Any:
