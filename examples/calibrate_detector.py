@@ -15,6 +15,10 @@ report), then the per-task report.
 
     python examples/calibrate_detector.py [--ranges 24] [--runs-per-range 5]
                                           [--channels 4096] [--out DIR] [--quiet]
+                                          [--dask]
+
+``--dask`` runs the same farm on a Dask ``LocalCluster`` (one Dask worker per worker
+process; ``pip install "taskfarm[dask]"``): see docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -119,11 +123,15 @@ def main() -> taskfarm.Report:
     parser.add_argument("--workers", type=int, default=0, help="0: one per available CPU")
     parser.add_argument("--out", default="", help="directory for the constants (.npz)")
     parser.add_argument("--quiet", action="store_true", help="print the report only")
+    parser.add_argument("--dask", action="store_true",
+                        help="run on a Dask LocalCluster of --workers workers")
     args = parser.parse_args()
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     first_runs = [1000 + i * args.runs_per_range for i in range(args.ranges)]
-    with taskfarm.Boss(MaxThreadsScheduler(args.workers), workers=[CalibrateRunRange]) as boss:
+    backend = taskfarm.DaskBackend(n_workers=args.workers or None) if args.dask else None
+    with taskfarm.Boss(MaxThreadsScheduler(args.workers), workers=[CalibrateRunRange],
+                       backend=backend) as boss:
         events = boss.events()     # subscribed before any task is given: sees them all
         boss.set_instructions(
             {"channels": args.channels, "out_dir": args.out,

@@ -35,6 +35,7 @@ _PUBLIC = {
     "BossDiedError": "_common.errors",
     "BossStateError": "_common.errors",
     "Cadence": "_main.cadence",
+    "DaskBackend": "_main.dask_spec",
     "EventKind": "_main.events",
     "Executor": "_main.executor",
     "InstructionError": "_common.errors",
@@ -85,6 +86,7 @@ if _typing.TYPE_CHECKING:  # the same names, for type checkers (a test keeps bot
     from ._main.cadence import Accumulator as Accumulator
     from ._main.cadence import Cadence as Cadence
     from ._main.cadence import Window as Window
+    from ._main.dask_spec import DaskBackend as DaskBackend
     from ._main.entry import batch_main as batch_main
     from ._main.entry import run_as_server as run_as_server
     from ._main.events import EventKind as EventKind

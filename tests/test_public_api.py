@@ -15,7 +15,7 @@ import taskfarm
 
 EXPECTED = {
     "Accumulator", "AmbiguousWorkerError", "Boss", "BossDiedError", "BossStateError",
-    "Cadence", "EventKind",
+    "Cadence", "DaskBackend", "EventKind",
     "Executor", "InstructionError", "InstructionTypeError", "NoMatchingWorkerError",
     "RemoteTaskError", "Report", "ReportStatus", "SchedulerError", "SharedArray",
     "SharedSpaceError", "Signal", "TaskCancelledError", "TaskError", "TaskEvent",

@@ -82,6 +82,19 @@ from taskfarm._common.wire import Channel, Message, unexpected
 _READ = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
+def make_backend(config: Configure, watcher: Any, events: Any,
+                 deadlines: Deadlines) -> Backend[Any]:
+    """The backend the configuration names: local processes, or a Dask cluster."""
+    if config.backend is None:
+        return LocalBackend(config.start_method, watcher, events, deadlines)
+    kind, options = config.backend
+    if kind == "dask":
+        from taskfarm._boss.dask_backend import DaskSlots
+
+        return DaskSlots(options, watcher, events, deadlines)
+    raise ValueError(f"unknown backend {kind!r}")
+
+
 class ParentGone(Exception):
     """The main program is gone: stop everything, say nothing."""
 
@@ -107,8 +120,7 @@ class BossLoop:
         # Seen through the Backend interface only. Its slot type is the backend's own
         # (the loop gets slots from it and hands them back, never makes one): Any, as
         # in the Launcher, stands for "whichever type this backend's slots have".
-        self.backend: Backend[Any] = LocalBackend(config.start_method, self, self,
-                                                  self.deadlines)
+        self.backend: Backend[Any] = make_backend(config, self, self, self.deadlines)
         self.launcher = Launcher(self.scheduler, self.book, self.batches, self.backend,
                                  self.prefetch, self.deadlines, self._began,
                                  config.isolated, config.memory_limit,

@@ -44,6 +44,7 @@ class Rules:
     check: Callable[[Mapping[str, Any]], None] | None
     scheduler: str   # the scheduler's repr, for messages
     journal: Journal | None = None   # names recorded done there are not run again
+    no_shared: str | None = None     # why SharedArrays are refused (a remote backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,8 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
     for key in matched.own_keys:
         shared += shared_in(t.view[key] for t in matched.tasks)
     shared = list({s.name: s for s in shared}.values())
+    if shared and rules.no_shared:
+        raise InstructionError(rules.no_shared)
     for array in shared:
         if array.closed:
             raise InstructionError(f"{array!r} is closed (its segment is removed): share "

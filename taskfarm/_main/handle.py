@@ -122,7 +122,8 @@ class Boss:
 
             self._journal = Journal(journal)
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
-                            repr(scheduler), self._journal)
+                            repr(scheduler), self._journal,
+                            getattr(backend, "shared_refusal", None))
         self._ledger = Ledger(keep_reports)
         self._events = EventStream()
         if self._journal is not None:  # before any other sink: see journal.py

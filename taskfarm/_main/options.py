@@ -77,6 +77,9 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
                          f"{max_tasks_per_child!r}")
     where = None
     if backend is not None:
+        check = getattr(backend, "check_farm", None)
+        if callable(check):   # what does not cross machines is refused here
+            check(scheduler, isolated=isolated)
         describe = getattr(backend, "boss_configuration", None)
         if not callable(describe):
             raise TypeError(f"backend={backend!r} is not a taskfarm backend (such as "
