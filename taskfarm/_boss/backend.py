@@ -1,12 +1,12 @@
 """Where tasks run, as the boss loop sees it: one interface between the loop and the
 places tasks run, so that the loop never knows whether a task runs in a local
-worker process (:mod:`taskfarm._boss.local`, today's only backend) or somewhere else
-(a process hosted by a Dask worker, say). Runs in the boss process.
+worker process (:mod:`taskfarm._boss.local`) or in a process hosted by a Dask worker
+(:mod:`taskfarm._boss.dask_backend`). Runs in the boss process.
 
 A backend hands out *slots* (one place that runs one task at a time, with tasks
 queued behind it), writes tasks to them, takes queued tasks back, stops them without
 blocking, and reports what happens to them through the loop's :class:`BackendEvents`:
-the messages a slot sent (outcomes, skips) and its end. Every descriptor it needs
+the messages a slot sent (outcomes, skips, notices) and its end. Every descriptor it needs
 watched goes into the loop's one ``poll()`` through :class:`Watcher`.
 """
 
