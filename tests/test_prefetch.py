@@ -26,7 +26,7 @@ def test_halt_takes_back_deeply_queued_tiny_tasks(tmp_path: Path) -> None:
         boss.make_them_work()
         stream = boss.as_completed(timeout=60)
         early = [next(stream) for _ in range(300)]  # the queues are deep by now
-        boss.stop_them_working()  # HALT: queued tasks come back, running ones end
+        boss.halt()  # HALT: queued tasks come back, running ones end
         boss.get_report()  # the boss has read the HALT and asked the queued ones back
         while boss.get_report().running:
             next(stream)

@@ -42,7 +42,7 @@ class ControlProtocol(RuleBasedStateMachine):
 
     @rule(signal=st.sampled_from(["halt", "resume", "end", "stop", "stop_right_now"]))
     def send(self, signal: str) -> None:
-        call = {"halt": self.boss.stop_them_working, "resume": self.boss.make_them_work,
+        call = {"halt": self.boss.halt, "resume": self.boss.make_them_work,
                 "end": self.boss.end, "stop": self.boss.stop,
                 "stop_right_now": self.boss.stop_right_now}[signal]
         try:

@@ -46,7 +46,7 @@ def test_halt_stops_launching_and_resume_launches_again(gate: Gate, mailbox: Mai
     with _blocking_boss(gate, mailbox, ["a", "b", "c", "d"]) as boss:
         boss.make_them_work()
         _started(mailbox, 2)
-        boss.stop_them_working()  # HALT: running tasks go on, nothing new starts
+        boss.halt()  # HALT: running tasks go on, nothing new starts
         boss.get_report()  # the boss has read the HALT (and taken back queued tasks)
         gate.release(2)
         done = [next(boss.as_completed(timeout=30)) for _ in range(2)]
@@ -136,7 +136,7 @@ def test_make_them_work_stop_listening_finishes_everything_deaf(gate: Gate, mail
     with _blocking_boss(gate, mailbox, ["a", "b"]) as boss:
         boss.make_them_work(stop_listening=True)
         with pytest.raises(taskfarm.BossStateError, match="no longer listens"):
-            boss.stop_them_working()
+            boss.halt()
         gate.release(2)
         report = boss.wait_till_finished(timeout=30)
     assert report.status is taskfarm.ReportStatus.FINISHED and len(report.tasks) == 2
@@ -147,7 +147,7 @@ def test_every_call_after_exit_is_a_clear_error() -> None:
         boss.set_instructions({}, {"x": [1]})
         boss.make_them_work()
         boss.wait_till_finished(timeout=30)
-        for call in (boss.make_them_work, boss.stop_them_working, boss.end, boss.stop,
+        for call in (boss.make_them_work, boss.halt, boss.stop_them_working, boss.end, boss.stop,
                      boss.stop_right_now, boss.stop_listening, boss.send_report_request,
                      lambda: boss.set_instructions({"x": 2})):
             with pytest.raises(taskfarm.BossStateError):
@@ -155,3 +155,37 @@ def test_every_call_after_exit_is_a_clear_error() -> None:
         assert boss.get_report().status is taskfarm.ReportStatus.FINISHED  # still readable
     with pytest.raises(taskfarm.BossStateError):
         boss.set_instructions({"x": 3})  # and after close()
+
+
+def test_halted_with_only_running_tasks_wait_till_finished_lets_them_end(
+        gate: Gate, mailbox: Mailbox) -> None:
+    with _blocking_boss(gate, mailbox, ["a", "b"]) as boss:
+        boss.make_them_work()
+        _started(mailbox, 2)
+        boss.halt()                       # nothing is pending: both run
+        gate.release(2)
+        report = boss.wait_till_finished(timeout=30)
+    assert report.status is taskfarm.ReportStatus.FINISHED and len(report.tasks) == 2
+
+
+def test_halted_with_sets_not_started_wait_till_finished_says_so(
+        gate: Gate, mailbox: Mailbox) -> None:
+    with _blocking_boss(gate, mailbox, ["a", "b", "c"]) as boss:
+        boss.make_them_work()
+        _started(mailbox, 2)
+        boss.halt()
+        with pytest.raises(taskfarm.BossStateError, match="halted with work pending"):
+            boss.wait_till_finished(timeout=30)
+        gate.release(3)
+
+
+def test_stop_them_working_stops_now_as_in_taylorism(gate: Gate, mailbox: Mailbox) -> None:
+    """taylorism's error path: stop_them_working(), then wait_till_finished()."""
+    with _blocking_boss(gate, mailbox, ["a", "b", "c"]) as boss:
+        boss.make_them_work()
+        _started(mailbox, 2)
+        boss.stop_them_working()          # STOP_RIGHTNOW
+        report = boss.wait_till_finished(timeout=30)
+    assert report.status is taskfarm.ReportStatus.STOPPED
+    assert sorted(str(t.status) for t in report.tasks) == ["cancelled", "cancelled"]
+    assert [p["name"] for p in report.pending] == ["t_c"]

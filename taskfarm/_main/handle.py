@@ -35,6 +35,7 @@ from taskfarm._main.options import (
     checked_scheduler,
     configuration,
     instruction_check,
+    open_journal,
     run_policies,
 )
 from taskfarm._main.prepare import resolve_worker
@@ -116,11 +117,7 @@ class Boss:
         self.on_error = on_error
         self._backend = backend
         candidates = tuple(resolve_worker(w) for w in workers) if workers is not None else None
-        self._journal = None
-        if journal is not None:   # sqlite3 and the rest only for those who use it
-            from taskfarm._main.journal import Journal
-
-            self._journal = Journal(journal)
+        self._journal = open_journal(journal)
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
                             repr(scheduler), self._journal,
                             getattr(backend, "shared_refusal", None))
@@ -129,8 +126,7 @@ class Boss:
         if self._journal is not None:  # before any other sink: see journal.py
             self._events.subscribe(self._journal, durable=True)
         self._events.subscribe(self._ledger)
-        # The boss sends STARTED notices (_watch_started): the journal records slots.
-        self._watching = config.started_notices
+        self._watching = config.started_notices   # STARTED notices (the journal's slots)
         self._class_keys: Mapping[type[Worker], int] = {}
         self._next_batch = 0
         self._seq = itertools.count(1)
@@ -227,13 +223,17 @@ class Boss:
         if stop_listening:
             self._deaf = True
 
-    def stop_them_working(self) -> None:
+    def halt(self) -> None:
         """Launch nothing new until :meth:`make_them_work` (HALT); running tasks go on."""
         self._signal(Signal.HALT)
         self._halted = True
 
+    def stop_them_working(self) -> None:
+        """Stop the workers now, as in taylorism: :meth:`stop_right_now`."""
+        self.stop_right_now()
+
     def send_report_request(self) -> int:
-        """Ask for an interim report (SEND_REPORT) without waiting; returns its number."""
+        """Ask for an interim report (SEND_REPORT); returns its number."""
         seq = next(self._seq)
         self._signal(Signal.SEND_REPORT, seq)
         return seq
@@ -246,14 +246,12 @@ class Boss:
             self._ended = True
 
     def stop(self) -> None:
-        """Launch nothing more, let running tasks finish, exit (STOP): pending
-        instruction sets are reported pending."""
+        """Launch nothing more, let running tasks finish, exit (STOP)."""
         self._signal(Signal.STOP)
         self._ended = True
 
     def stop_listening(self) -> None:
-        """The boss exits its loop now (STOP_LISTENING); running tasks finish alone and
-        are listed ``running`` in the final report."""
+        """The boss exits its loop now; running tasks finish alone (STOP_LISTENING)."""
         self._signal(Signal.STOP_LISTENING)
         self._ended = True
 
@@ -353,13 +351,14 @@ class Boss:
 
         Raises, under fail-fast, the first failing task's own exception (with the
         worker's traceback), a WorkerKilledError, or a TaskCancelledError; raises
-        BossDiedError if the boss died; BossStateError if the boss is halted with work
-        pending (it would never finish).
+        BossDiedError if the boss died; BossStateError if the boss is halted with sets
+        not started (it would never finish; running ones are waited for).
         """
         if not self._inbox.closed:
             with self._ledger.cond:
                 unfinished = not self._ledger.all_ended()
-            if self._halted and not self._ended and unfinished:
+            if self._halted and not self._ended and unfinished and \
+                    self._reports.interim(self.send_report_request(), timeout).pending:
                 raise BossStateError(f"{self.name} is halted with work pending: call "
                                      "make_them_work() first")
             if not self._ended and not self._deaf:

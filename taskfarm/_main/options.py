@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -18,6 +18,9 @@ from taskfarm._common.errors import InstructionError
 from taskfarm._common.messages import Configure
 from taskfarm._main.logs import forwarded_levels
 from taskfarm._main.policies import check_policies
+
+if TYPE_CHECKING:
+    from taskfarm._main.journal import Journal
 
 
 def run_policies(timeout: float | None, retries: int, retry_on: Sequence[str] | None,
@@ -90,3 +93,13 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
                      start_method, verbose, name, bool(memory_limit), log_level,
                      task_log_level, seed, bool(capture_output), max_tasks_per_child,
                      started_notices, where)
+
+
+def open_journal(path: str | os.PathLike[str] | None) -> Journal | None:
+    """The journal at ``path`` (None: none); sqlite3 and the rest are imported only by
+    the programs that use one."""
+    if path is None:
+        return None
+    from taskfarm._main.journal import Journal
+
+    return Journal(path)

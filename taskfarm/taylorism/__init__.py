@@ -1,6 +1,6 @@
 """taylorism's API over taskfarm: programs written for taylorism run with an import
 change (``import taskfarm.taylorism as taylorism``). Needs the ``taylorism`` extra
-(footprints and bronx). See docs/taylorism.md.
+(footprints and bronx). See docs/migrating-from-taylorism.md.
 
 ::
 
