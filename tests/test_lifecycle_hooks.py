@@ -4,6 +4,9 @@ task raises; and ``max_tasks_per_child`` itself."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from collections import Counter
 from pathlib import Path
@@ -178,3 +181,30 @@ def test_the_note_is_in_the_report_too(tmp_path: Path) -> None:
     assert str(task.status) == "failed" and isinstance(task.exception, WorkerBoom)
     assert "checkpoint of noted failed too" in "\n".join(task.exception.__notes__)
     assert task.traceback is not None and "checkpoint of noted failed too" in task.traceback
+
+
+def test_records_logged_in_teardown_process_reach_the_workers_stderr(tmp_path: Path) -> None:
+    """At its end the boss no longer reads a worker: what teardown_process logs is
+    printed on the worker's stderr rather than lost."""
+    script = tmp_path / "farm.py"
+    script.write_text(textwrap.dedent("""
+        import logging
+        import taskfarm
+
+        class Saver(taskfarm.Worker):
+            saver_x: int
+
+            @classmethod
+            def teardown_process(cls):
+                logging.getLogger("saver").warning("state of the model written")
+
+            def task(self):
+                return self.saver_x
+
+        taskfarm.batch_main({}, {"saver_x": [1]}, worker=Saver, print_report=None,
+                            progress=False)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "WARNING:saver:state of the model written" in done.stderr

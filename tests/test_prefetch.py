@@ -117,3 +117,48 @@ def test_tasks_queued_behind_a_hung_one_are_taken_back(tmp_path: Path, gate: Gat
         gate.release()
         boss.wait_till_finished(timeout=30)
     assert [n for n in first + last if _runs(tmp_path, n) != 1] == []
+
+
+class Doubler(taskfarm.Worker):
+    """Used by the worker-side take-back test only (through ``worker=``)."""
+
+    doubled: int
+
+    def task(self) -> int:
+        return self.doubled * 2
+
+
+def test_a_task_taken_back_leaves_the_blobs_it_carried_to_its_process() -> None:
+    """The boss counts a class and common instructions as received by a process once
+    written to it: a task taken back before it started must leave them there, or the
+    next task of that batch (sent without them) fails with a KeyError."""
+    import os
+    import pickle
+
+    import cloudpickle
+
+    from taskfarm._common.messages import RunTask, Skip
+    from taskfarm._common.wire import Channel
+    from taskfarm._worker.queue import TaskQueue
+    from taskfarm._worker.run import ProcessState, keep_blobs, run_task
+    from taskfarm._worker.sender import Sender
+
+    task_r, task_w = os.pipe()
+    result_r, result_w = os.pipe()
+    try:
+        to_worker, results = Channel(task_w), Channel(result_r)
+        state = ProcessState(Sender(Channel(result_w)))
+        queue = TaskQueue(Channel(task_r), state.sender)
+        queue.on_drop = lambda msg: keep_blobs(state, msg)
+        first = RunTask(1, 0, 7, {"name": "a", "doubled": 1}, cloudpickle.dumps(Doubler),
+                        pickle.dumps({}), ())
+        second = RunTask(2, 0, 7, {"name": "b", "doubled": 21}, None, None, ())
+        to_worker.send_many([first, second, Skip(1)])   # the first is taken back
+        started = queue.next()
+        assert started.tid == 2 and results.recv().tid == 1   # Skipped(1)
+        outcome = run_task(state, started)
+        assert outcome.status == "done", outcome.error_text
+        assert pickle.loads(outcome.result_blob or b"") == 42
+    finally:
+        for fd in (task_r, task_w, result_r, result_w):
+            os.close(fd)

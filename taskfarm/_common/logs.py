@@ -76,6 +76,19 @@ def forward_from(put: Callable[[dict[str, Any]], None], level: int) -> ForwardHa
     return handler
 
 
+def log_to_stderr() -> None:
+    """In a worker process the boss no longer reads (its end): records go to its
+    stderr, at the level they were forwarded from, instead of its pipe."""
+    import sys
+
+    root = logging.getLogger()
+    for forward in [h for h in root.handlers if isinstance(h, ForwardHandler)]:
+        root.removeHandler(forward)
+    printer = logging.StreamHandler(sys.stderr)
+    printer.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    root.addHandler(printer)
+
+
 def reemit(fields: dict[str, Any], logger_name: str, extra: dict[str, Any]) -> None:
     """In the main program: re-emit a forwarded record through ``logger_name``, with
     ``extra`` attributes, if the main program's configuration wants its level."""

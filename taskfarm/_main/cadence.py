@@ -45,9 +45,10 @@ class Cadence:
     Args:
         stride: the window length, in seconds (> 0).
         delay: how long after a window's end its data are complete (>= 0).
-        max_lag: when more than this many complete windows wait to be yielded, skip
-            to the latest complete one; the window says how many were skipped, and a
-            WARNING is logged on ``taskfarm.cadence``. None: never skip.
+        max_lag: when the next window to yield is more than this many strides behind
+            the latest complete one, skip to that latest one; the window says how
+            many were skipped, and a WARNING is logged on ``taskfarm.cadence``. None:
+            never skip.
         start: the time of the first window (it is the window containing it); None:
             the window in progress now.
         clock: the current time in seconds (default ``time.time``).

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import signal
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from taskfarm._common.messages import Release, RunTask, Skip, Skipped
@@ -34,7 +35,8 @@ from taskfarm._worker.sender import Sender
 class TaskQueue:
     """Tasks read from the boss, in order, and the answers to its take-backs."""
 
-    __slots__ = ("_again", "_error", "_handling", "ahead", "results", "running", "tasks")
+    __slots__ = ("_again", "_error", "_handling", "ahead", "on_drop", "results", "running",
+                 "tasks")
 
     def __init__(self, tasks: Channel, results: Sender) -> None:
         self.tasks, self.results = tasks, results
@@ -43,6 +45,9 @@ class TaskQueue:
         self._handling = False     # the handler is reading: a second signal asks again
         self._again = False
         self._error: BaseException | None = None   # met by the handler, raised by next()
+        # Called with a task taken back before it started (what it carried for the
+        # process, class and common blobs, must be kept).
+        self.on_drop: Callable[[RunTask], None] | None = None
 
     def listen(self) -> None:
         """Install the take-back handler, then let the signal in."""
@@ -75,6 +80,8 @@ class TaskQueue:
             for task in self.ahead:
                 if task.tid == msg.tid:
                     self.ahead.remove(task)
+                    if self.on_drop is not None:   # its blobs are the process's
+                        self.on_drop(task)
                     self.results.send(Skipped(msg.tid))
                     break
             # else: it has started (or ended) already: too late, it reports as usual

@@ -205,18 +205,25 @@ def _prepare(state: ProcessState, msg: RunTask) -> type[Worker]:
     if wanted is not None and wanted != state.threads:
         limit_native_threads(wanted)
         state.threads = wanted
-    for batch in msg.forget:
-        state.commons.pop(batch, None)
-        state.blobs.pop(("common", batch), None)
-    if msg.class_blob is not None:
-        state.blobs["class", msg.class_key] = msg.class_blob
-    if msg.common_blob is not None:
-        state.blobs["common", msg.batch_id] = msg.common_blob
+    keep_blobs(state, msg)
     cls = state.classes.get(msg.class_key) or _load(state.classes, state.blobs, "class",
                                                     msg.class_key)
     if msg.batch_id not in state.commons:
         _load(state.commons, state.blobs, "common", msg.batch_id)
     return cls
+
+
+def keep_blobs(state: ProcessState, msg: RunTask) -> None:
+    """What a task message carries for the process rather than for the task: the
+    common batches to drop, and the class and common blobs sent once per process. Also
+    applied to a task taken back before it started: the boss counts them as received."""
+    for batch in msg.forget:
+        state.commons.pop(batch, None)
+        state.blobs.pop(("common", batch), None)
+    if msg.class_blob is not None and msg.class_key not in state.classes:
+        state.blobs["class", msg.class_key] = msg.class_blob
+    if msg.common_blob is not None and msg.batch_id not in state.commons:
+        state.blobs["common", msg.batch_id] = msg.common_blob
 
 
 def _make(state: ProcessState, cls: type[Worker], msg: RunTask) -> Worker:

@@ -15,6 +15,7 @@ then the Worker's ``on_stop`` hook; the process then ends by SIGTERM as it would
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ import sys
 import traceback
 
 from taskfarm._common import worker_class
-from taskfarm._common.logs import LEVEL_VARIABLE, forward_from
+from taskfarm._common.logs import LEVEL_VARIABLE, forward_from, log_to_stderr
 from taskfarm._common.messages import Outcome
 from taskfarm._common.processes import (
     close_all_but,
@@ -38,6 +39,7 @@ from taskfarm._worker.run import (
     ProcessState,
     StopRequested,
     end_by_sigterm,
+    keep_blobs,
     run_task,
     stop_requested,
 )
@@ -66,6 +68,7 @@ def serve(task_conn: Channel, result_conn: Channel,
     level = os.environ.get(LEVEL_VARIABLE, "")
     forward_from(state.forward_log, int(level) if level.isdigit() else logging.WARNING)
     queue = TaskQueue(task_conn, sender)
+    queue.on_drop = functools.partial(keep_blobs, state)
     queue.listen()
     send = sender.send
     while True:
@@ -105,8 +108,11 @@ def serve(task_conn: Channel, result_conn: Channel,
 
 
 def _tear_down(state: ProcessState) -> None:
-    """The process ends normally: each class it set up releases what it took. An
-    error is printed with its traceback (the boss may no longer read this process)."""
+    """The process ends normally: each class it set up releases what it took. The
+    boss may no longer read this process: records logged now, and an error, are
+    printed on its stderr."""
+    if state.set_up:
+        log_to_stderr()
     for key in sorted(state.set_up):
         cls = state.classes.get(key)
         if cls is None or cls.teardown_process.__func__ is Worker.teardown_process.__func__:  # type: ignore[attr-defined]
