@@ -21,12 +21,12 @@ import itertools
 import os
 import resource
 import signal
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 
 from taskfarm._boss.backend import BackendEvents, Doom, NoCapacity, Watcher
 from taskfarm._boss.deadlines import Deadlines
+from taskfarm._boss.starting import fork_worker, spawn_worker
 from taskfarm._boss.tasks import Task
 from taskfarm._boss.zygote import Zygote
 from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
@@ -44,13 +44,12 @@ from taskfarm._common.processes import (
     ExitInfo,
     begin_termination,
     end_descendants,
-    flush_std_streams,
     kill_quietly,
     reap,
+    still_running,
     terminate,
 )
 from taskfarm._common.wire import Channel, unexpected
-from taskfarm._worker import serve as worker_process
 
 START_METHODS = ("fork", "spawn")
 # Descriptors the boss keeps for itself (standard streams, its pipes to the main
@@ -67,6 +66,8 @@ def _nofile() -> int:
 # How many times a class's zygote is replaced after failing before the boss gives up
 # on zygotes for that class.
 ZYGOTE_RESTARTS = 3
+# How long the end of a farm waits for its worker processes' teardown_process hooks.
+TEARDOWN_WAIT = 30.0
 
 
 class WorkerProcess:
@@ -200,8 +201,15 @@ class LocalBackend:
                 if proc.result_conn is not None:
                     proc.result_conn.close()
                     proc.result_conn = None
+        # teardown_process hooks have a bounded time: a process still there is stopped.
+        late = still_running({p.pidfd: p for p in self.procs.values() if p.zygote is None},
+                             TEARDOWN_WAIT)
+        if late:
+            terminate([(p.pid, p.pidfd) for p in late])
+            for proc in late:
+                self._discard(proc)
         for proc in list(self.procs.values()):
-            self._reap(proc)  # blocks until each retired process has exited
+            self._reap(proc)
         for zygote in [*self._zygotes.values(), *self._broken]:
             if zygote is not None:
                 zygote.close()
@@ -320,7 +328,8 @@ class LocalBackend:
                     opened += (result_r, result_w)
                     zygote = None
             if not pid:
-                pid = (_fork if self.start_method == "fork" else _spawn)(task_r, result_w)
+                start = fork_worker if self.start_method == "fork" else spawn_worker
+                pid = start(task_r, result_w)
         except OSError as exc:
             for fd in opened:
                 os.close(fd)
@@ -369,23 +378,3 @@ class LocalBackend:
         else:
             self._zygotes[spec.key] = None    # the boss forks this class from now on
         return zygote, 0   # it was asked, and failed
-
-
-def _fork(task_r: int, result_w: int) -> int:
-    flush_std_streams()
-    parent = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    worker_process.run_worker(task_r, result_w, parent)
-    return 0  # not reached
-
-
-def _spawn(task_r: int, result_w: int) -> int:
-    os.set_inheritable(task_r, True)
-    os.set_inheritable(result_w, True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    argv = [sys.executable, "-m", "taskfarm._worker", str(task_r), str(result_w),
-            str(os.getpid())]
-    return os.posix_spawn(sys.executable, argv, env)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from taskfarm._common.waiting import readable
 
@@ -201,6 +202,23 @@ def begin_termination(pid: int, pidfd: int,
         _kill_group(pid)  # not reaped yet (the caller's promise): the group is its own
 
     later(TERMINATE_GRACE, kill)  # the caller drops it once the child is reaped
+
+
+_T = TypeVar("_T")
+
+
+def still_running(children: Mapping[int, _T], limit: float) -> list[_T]:
+    """Wait up to ``limit`` seconds for children (pidfd -> anything) to exit; the
+    ones still running then."""
+    waiting = dict(children)
+    deadline = time.monotonic() + limit
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        for fd in readable(waiting, left):
+            waiting.pop(fd)
+    return list(waiting.values())
 
 
 def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE,
