@@ -176,16 +176,20 @@ class Inbox:
         with sigint_held:
             try:
                 msg = self.conn.recv()
-                while isinstance(msg, Outcomes) and self._more():
-                    # Outcomes already waiting are handled as one batch (one journal
-                    # commit, one wake-up of the waiters): no wait for any.
-                    following = self.conn.recv()
-                    if not isinstance(following, Outcomes):
-                        self._handle(msg)
-                        msg = following
-                        break
-                    msg = Outcomes(msg.outcomes + following.outcomes,
-                                   msg.notices + following.notices)
+                try:
+                    while isinstance(msg, Outcomes) and self._more():
+                        # Outcomes already read are handled as one batch (one journal
+                        # commit, one wake-up of the waiters): no wait for any.
+                        following = self.conn.recv()
+                        if not isinstance(following, Outcomes):
+                            self._handle(msg)
+                            msg = following
+                            break
+                        msg = Outcomes(msg.outcomes + following.outcomes,
+                                       msg.notices + following.notices)
+                except (EOFError, OSError):
+                    self._handle(msg)   # what was read whole is kept before the end
+                    raise
                 self._handle(msg)
             except (EOFError, OSError):
                 self._gone()
