@@ -1,33 +1,29 @@
-"""A detector-quality service: every stride it gathers the detector data that arrived,
+"""A detector-quality service: every stride it gathers the detector data that arrived
 and launches train, evaluate and calibrate jobs on them, for as long as it runs.
 
 The simulated detector has 256 channels read out in packets of 128 samples; a random
 number of packets arrives in each stride, none while the beam is off (4 strides in 20).
-Two channels are dead, and channel 77 turns noisy at stride 12. Every stride (a window
-of ``taskfarm.Cadence``), the service:
+Two channels are dead; channel 77 turns noisy at stride 12. Every stride (a window of
+``taskfarm.Cadence``), the service reads the new packets straight into one
+``taskfarm.SharedArray`` (workers read it without a copy; it is released once the jobs
+that received it have ended) and launches:
 
-- reads the stride's packets straight into one ``taskfarm.SharedArray``: workers read
-  them without a copy, and the segment is released once the jobs that received it have
-  ended;
-- launches an *evaluate* job: the stride's data quality against the current constants
-  (an alarm for a noisy or dead channel the constants do not know);
-- adds the packets to a ``taskfarm.Accumulator``: a *train* job (per-channel pedestal
-  and noise) starts only once --batch-packets packets have accumulated, or once the
-  oldest has waited --max-wait strides;
-- every --calibrate-every strides, launches a *calibrate* job that pools the training
-  results since the last one into new constants.
+- an *evaluate* job: the stride's data quality against the current constants (an alarm
+  for a dead or noisy channel the constants do not know);
+- a *train* job (per-channel pedestal and noise) once --batch-packets packets have
+  accumulated (``taskfarm.Accumulator``), or once the oldest has waited --max-wait strides;
+- every --calibrate-every strides, a *calibrate* job pooling the training results since
+  the last one into new constants.
 
-While it waits for the next window it handles the jobs' reports as they come
-(``as_completed``; ``keep_reports=False``, so nothing piles up over weeks). When it is
-more than --max-lag strides behind real time it skips ahead to the latest complete
-window: --slow-at N stalls it on purpose at stride N for --slow-for strides to show it.
-It stops cleanly on Ctrl-C, SIGTERM or after --duration seconds (0: run until stopped):
-at the next window it launches nothing more, lets the jobs given finish, prints a
-summary and exits 0 (a second Ctrl-C stops every job at once).
+While it waits for the next window it handles reports as they come (``as_completed``;
+``keep_reports=False``: nothing piles up over weeks). More than --max-lag strides behind
+real time, it skips ahead to the latest complete window (--slow-at N stalls it once, at
+stride N, for --slow-for strides, to show it). Ctrl-C, SIGTERM or --duration seconds
+(0: until stopped) stop it at the next window: the jobs given finish, a summary is
+printed, the exit status is 0 (a second Ctrl-C stops every job at once).
 
-    python examples/streaming_service.py [--stride 1.0] [--duration 0] [--workers 2]
-        [--batch-packets 8] [--max-wait 4] [--calibrate-every 5] [--max-lag 3]
-        [--slow-at N] [--slow-for 6] [--quiet]
+    python examples/streaming_service.py [--stride 1.0] [--duration 0] [--slow-at N]
+        [--slow-for 6] [--max-lag 3] [--quiet]     (--help lists every option)
 """
 
 from __future__ import annotations
@@ -36,7 +32,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -76,15 +71,13 @@ def read_detector(stride: int, out: np.ndarray) -> None:
 
 def robust_noise(samples: np.ndarray, pedestal: np.ndarray) -> np.ndarray:
     """Per-channel noise that particle hits do not inflate (scaled median deviation)."""
-    noise: np.ndarray = 1.4826 * np.median(np.abs(samples - pedestal), axis=0)
-    return noise
+    return 1.4826 * np.median(np.abs(samples - pedestal), axis=0)
 
 
 class Train(taskfarm.Worker):
     """Per-channel pedestal and noise from one mini-batch of packets."""
 
-    packets: list[Any]   # (stride array, packet number) pairs; each array is a SharedArray
-                         # in the main program, a numpy array over the same memory here
+    packets: list[Any]   # (array, packet number): a SharedArray there, a numpy array here
 
     def task(self) -> dict[str, Any]:
         samples = np.concatenate([data[k] for data, k in self.packets])
@@ -117,10 +110,9 @@ class Evaluate(taskfarm.Worker):
     def task(self) -> dict[str, Any]:
         samples = self.data.reshape(-1, CHANNELS)
         noise = robust_noise(samples, np.median(samples, axis=0))
-        expected = self.constants["noise"]
-        return {"samples": len(samples),
-                "dead": np.flatnonzero(noise < 0.1).tolist(),
-                "noisy": np.flatnonzero(noise > 3 * np.maximum(expected, 0.1)).tolist()}
+        expected = np.maximum(self.constants["noise"], 0.1)
+        return {"samples": len(samples), "dead": np.flatnonzero(noise < 0.1).tolist(),
+                "noisy": np.flatnonzero(noise > 3 * expected).tolist()}
 
 
 class Service:
@@ -164,8 +156,7 @@ class Service:
                   f"{', '.join(launched) or 'nothing'}", flush=True)
 
     def close(self) -> None:
-        """The service has stopped: drop the packets left untrained (and so the arrays
-        they are in)."""
+        """The service has stopped: drop the packets left untrained, and their arrays."""
         self.untrained = len(self.packets)
         self.packets = taskfarm.Accumulator(1)
 
@@ -201,9 +192,9 @@ class Service:
             print(f"  {report.name}: constants from {report.result['samples']} samples; "
                   f"dead {report.result['dead']}, noisy {report.result['noisy']}", flush=True)
         elif kind == "evaluate" and self.constants is not None:
-            new = {"dead": sorted(set(report.result["dead"]) - set(self.constants["dead"])),
-                   "noisy": sorted(set(report.result["noisy"]) - set(self.constants["noisy"]))}
-            if new["dead"] or new["noisy"]:
+            known = self.constants
+            new = {k: sorted(set(report.result[k]) - set(known[k])) for k in ("dead", "noisy")}
+            if any(new.values()):
                 self.alarms += 1
                 print(f"  {report.name}: ALARM channels not in the constants: "
                       + ", ".join(f"{k} {v}" for k, v in new.items() if v), flush=True)
@@ -261,14 +252,11 @@ def run(args: argparse.Namespace) -> Service:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stride", type=float, default=1.0, help="seconds per window")
-    parser.add_argument("--delay", type=float, default=0.1,
-                        help="seconds a window's data take to arrive after it ends")
+    parser.add_argument("--delay", type=float, default=0.1, help="seconds data take to come")
     parser.add_argument("--duration", type=float, default=0, help="seconds; 0: until stopped")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-packets", type=int, default=8,
-                        help="packets a train job waits for")
-    parser.add_argument("--max-wait", type=float, default=4,
-                        help="strides a packet waits at most for its train job")
+    parser.add_argument("--batch-packets", type=int, default=8, help="packets per train job")
+    parser.add_argument("--max-wait", type=float, default=4, help="strides, for a train job")
     parser.add_argument("--calibrate-every", type=int, default=5, help="strides")
     parser.add_argument("--max-lag", type=int, default=3, help="strides behind before skipping")
     parser.add_argument("--slow-at", type=int, default=-1, help="stall at this stride once")
@@ -278,11 +266,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for signum in (signal.SIGINT, signal.SIGTERM):   # before the Boss: see on_signal
         signal.signal(signum, on_signal)
-    try:
-        service = run(args)
-    except KeyboardInterrupt:        # a second Ctrl-C: the farm was stopped at once
-        print("stopped at once: the jobs still running were cancelled", file=sys.stderr)
-        raise SystemExit(130) from None
+    service = run(args)
     jobs = ", ".join(f"{n} {what}" for what, n in sorted(service.ended.items()))
     constants = service.constants or {"samples": 0, "dead": [], "noisy": []}
     print(f"\nsummary: {service.strides} strides handled in {service.seconds:.1f} s, "
