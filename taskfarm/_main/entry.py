@@ -57,8 +57,7 @@ def _start(common_instructions: Mapping[str, Any] | None,
     try:
         if display is not None:
             boss._events.subscribe(display)
-            if hasattr(boss, "_watch_started"):  # start notices: the running count
-                boss._watch_started()
+            boss._watch_started()   # start notices: the running count
         if common_instructions or individual_instructions:
             boss.set_instructions(common_instructions, individual_instructions, worker=worker)
         boss.make_them_work()

@@ -8,7 +8,7 @@ and decides when to ask; this module decides nothing about the farm.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from taskfarm._common.errors import (
     BossDiedError,
@@ -51,21 +51,29 @@ class Reports:
             yield report
 
     def _wait_for_report(self, timeout: float | None) -> None:
-        """Wait until a report is there to hand out or every task has ended, reading
-        the boss's messages in this thread (one thread hand-over fewer, see
-        :mod:`taskfarm._main.inbox`)."""
+        """Wait until a report is there to hand out or every task has ended."""
+        ledger = self.ledger
+        self._read_until(lambda: ledger.has_report() or self._all_ended(), timeout,
+                         f"no task of {self.name} ended within {timeout} s")
+
+    def _read_until(self, done: Callable[[], bool], timeout: float | None,
+                    why: str) -> None:
+        """Read the boss's messages in this thread until ``done()`` (checked under the
+        ledger's condition): one thread hand-over fewer than waiting for the receiver,
+        which may also be standing aside for a while after a thread read for itself
+        (see :mod:`taskfarm._main.inbox`). TimeoutError(``why``) after ``timeout``."""
         inbox, ledger = self.inbox, self.ledger
         deadline = None if timeout is None else time.monotonic() + timeout
         with inbox.reading():
             while True:
                 with ledger.cond:
-                    if ledger.has_report() or self._all_ended():
+                    if done():
                         return
                     seen = inbox.handled
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not inbox.pump(left, seen) and deadline is not None \
                         and time.monotonic() >= deadline:
-                    raise TimeoutError(f"no task of {self.name} ended within {timeout} s")
+                    raise TimeoutError(why)
 
     def _all_ended(self) -> bool:
         return self.inbox.closed or self.ledger.all_ended()
@@ -106,19 +114,8 @@ class Reports:
     def final(self, timeout: float | None) -> Report:
         """The final report, once the boss has exited (waiting up to ``timeout``)."""
         inbox, ledger = self.inbox, self.ledger
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # Read the boss's last messages in this thread, as as_completed does: the
-        # receiver may be standing aside for a while after a thread read for itself.
-        with inbox.reading():
-            while True:
-                with ledger.cond:
-                    if inbox.closed:
-                        break
-                    seen = inbox.handled
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not inbox.pump(left, seen) and deadline is not None \
-                        and time.monotonic() >= deadline:
-                    raise TimeoutError(f"{self.name} did not finish within {timeout} s")
+        self._read_until(lambda: inbox.closed, timeout,
+                         f"{self.name} did not finish within {timeout} s")
         if inbox.died is not None:
             raise inbox.died
         goodbye = inbox.goodbye
