@@ -205,23 +205,37 @@ def test_a_killed_task_is_reported_not_waited_for(serve: Callable[..., Any],
     assert time.monotonic() - started < 10
 
 
+def _tasks_of_copy(me: Any) -> list[Any]:
+    """The task processes of the copy of this program (start_method "main"), which is
+    not a child of this process: a process running this program's command line."""
+    import psutil
+
+    command = me.cmdline()
+    copies = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != me.pid and proc.info["cmdline"] == command:
+            copies.append(proc)
+    return [child for copy in copies for child in copy.children()]
+
+
 def test_terminating_the_boss_raises_signal_interrupt_and_ends_the_tasks(
         serve: Callable[..., Any], cw: ModuleType) -> None:
     import psutil
     from bronx.system import interrupt
 
     boss = serve({"case": "sleep"}, {"seconds": [60.0, 60.0]})
-    copy = psutil.Process(boss._zygote.pid)
+    me = psutil.Process()
     deadline = time.monotonic() + WAIT
-    while len(copy.children()) < 2 and time.monotonic() < deadline:
+    tasks: list[psutil.Process] = []
+    while len(tasks) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    tasks = copy.children()
+        tasks = _tasks_of_copy(me)
     assert len(tasks) == 2
     boss._process.terminate()
     with pytest.raises(interrupt.SignalInterruptError, match="SIGTERM"):
         boss.wait_till_finished()
     assert boss._process.join(WAIT) and not boss._process.is_alive()
-    _, alive = psutil.wait_procs(tasks, timeout=5)     # their relays died: so do they
+    _, alive = psutil.wait_procs(tasks, timeout=5)   # the boss died: the copy ends them
     assert not alive
 
 

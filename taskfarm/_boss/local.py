@@ -11,8 +11,11 @@ can corrupt nothing but its own pipe, and no lock can be left held by a dead pro
 Start methods: 'fork' (default) forks from the boss, which is small and
 single-threaded, so forking is safe and takes well under a millisecond; 'spawn'
 starts a fresh interpreter (``python -m taskfarm._worker``) for code that must not
-inherit anything. Isolated tasks of a class come from that class's zygote
-(:mod:`taskfarm._boss.zygote`) when it can make them.
+inherit anything; 'main' has every worker (pool and isolated) forked by a copy of the
+main program taken when the Boss was made, so that tasks see the state the main
+program had set up (see :mod:`taskfarm._main.main_copy`). Otherwise isolated tasks of
+a class come from that class's zygote (:mod:`taskfarm._boss.zygote`) when it can make
+them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from taskfarm._boss.backend import BackendEvents, Doom, NoCapacity, Watcher
 from taskfarm._boss.deadlines import Deadlines
 from taskfarm._boss.starting import fork_worker, spawn_worker
 from taskfarm._boss.tasks import Task
-from taskfarm._boss.zygote import Zygote
+from taskfarm._boss.zygote import Zygote, Zygotes
 from taskfarm._common import worker_class  # noqa: F401 - preloaded: forked workers need not import it
 from taskfarm._common.messages import (
     Notice,
@@ -51,7 +54,7 @@ from taskfarm._common.processes import (
 )
 from taskfarm._common.wire import Channel, unexpected
 
-START_METHODS = ("fork", "spawn")
+START_METHODS = ("fork", "spawn", "main")
 # Descriptors the boss keeps for itself (standard streams, its pipes to the main
 # program, the main program's pidfd, zygote sockets, a spawn in progress); each worker
 # costs it three more (two pipe ends and a pidfd).
@@ -62,10 +65,6 @@ FDS_PER_WORKER = 3
 def _nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
-
-# How many times a class's zygote is replaced after failing before the boss gives up
-# on zygotes for that class.
-ZYGOTE_RESTARTS = 3
 # How long the end of a farm waits for its worker processes' teardown_process hooks.
 TEARDOWN_WAIT = 30.0
 
@@ -101,7 +100,7 @@ class LocalBackend:
     """Worker processes on this machine; idle pool processes wait in ``_idle``."""
 
     def __init__(self, start_method: str, watcher: Watcher, events: BackendEvents,
-                 deadlines: Deadlines) -> None:
+                 deadlines: Deadlines, main_copy: int | None = None) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
         self.start_method = start_method
@@ -110,10 +109,8 @@ class LocalBackend:
         self._by_fd: dict[int, WorkerProcess] = {}  # its result pipe and pidfd -> process
         self._idle: list[WorkerProcess] = []
         self._unsent: list[WorkerProcess] = []      # processes with something to write
-        # Isolated mode: class key -> its zygote, or None where the boss forks itself.
-        self._zygotes: dict[int, Zygote | None] = {}
-        self._broken: list[Zygote] = []  # zygotes that failed: closed at the end
-        self._zygote_failures: dict[int, int] = {}   # class key -> zygotes that failed
+        # Isolated mode's zygotes, and start_method "main"'s copy of the main program.
+        self._zygotes = Zygotes(main_copy if start_method == "main" else None)
         soft = _nofile()
         self.max_procs = (max(1, (soft - RESERVED_FDS) // FDS_PER_WORKER)
                           if soft != resource.RLIM_INFINITY else 1 << 20)
@@ -210,11 +207,7 @@ class LocalBackend:
                 self._discard(proc)
         for proc in list(self.procs.values()):
             self._reap(proc)
-        for zygote in [*self._zygotes.values(), *self._broken]:
-            if zygote is not None:
-                zygote.close()
-        self._zygotes.clear()
-        self._broken.clear()
+        self._zygotes.close()
 
     # ---- events -------------------------------------------------------------------------
 
@@ -313,8 +306,8 @@ class LocalBackend:
             result_r, result_w = os.pipe()
             opened += (result_r, result_w)
             zygote, pid = None, 0
-            if isolated and self.start_method == "fork":
-                zygote, pid = self._from_zygote(spec, task_r, result_w)
+            if self.start_method == "main" or (isolated and self.start_method == "fork"):
+                zygote, pid = self._zygotes.fork(spec, task_r, result_w)
                 if not pid and zygote is not None:
                     # The zygote failed while it held these pipes: a worker it forked
                     # before dying may hold them too. Fresh ones, so that no stray
@@ -351,30 +344,7 @@ class LocalBackend:
         proc = WorkerProcess(pid, pidfd, Channel(task_w), Channel(result_r), isolated, number)
         if zygote is not None:
             proc.zygote = zygote
-            proc.classes.add(spec.key)  # loaded by the zygote: no need to send it
+            if zygote.class_key is not None:
+                proc.classes.add(spec.key)  # loaded by the zygote: no need to send it
         self.procs[pid] = proc
         return proc
-
-    def _from_zygote(self, spec: WorkerClassSpec, task_r: int,
-                     result_w: int) -> tuple[Zygote | None, int]:
-        """A worker forked by the class's zygote (started on first use), and that
-        zygote; pid 0 when the class has no usable zygote (None), or when the zygote
-        asked failed (returned, so that its pipes are not reused): the boss forks. A
-        zygote that fails is replaced by a new one for the next task, up to
-        ``ZYGOTE_RESTARTS`` times per class; after that the boss forks that class's
-        workers itself."""
-        if spec.key not in self._zygotes:
-            self._zygotes[spec.key] = Zygote.start(spec.key, spec.blob)
-        zygote = self._zygotes[spec.key]
-        if zygote is None:
-            return None, 0
-        pid = zygote.fork(task_r, result_w)
-        if pid:
-            return zygote, pid
-        self._broken.append(zygote)
-        failures = self._zygote_failures[spec.key] = self._zygote_failures.get(spec.key, 0) + 1
-        if failures <= ZYGOTE_RESTARTS:
-            del self._zygotes[spec.key]       # a new one for the next task
-        else:
-            self._zygotes[spec.key] = None    # the boss forks this class from now on
-        return zygote, 0   # it was asked, and failed

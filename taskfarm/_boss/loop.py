@@ -86,7 +86,7 @@ def make_backend(config: Configure, watcher: Any, events: Any,
                  deadlines: Deadlines) -> Backend[Any]:
     """The backend the configuration names: local processes, or a Dask cluster."""
     if config.backend is None:
-        return LocalBackend(config.start_method, watcher, events, deadlines)
+        return LocalBackend(config.start_method, watcher, events, deadlines, config.main_copy)
     kind, options = config.backend
     if kind == "dask":
         from taskfarm._boss.dask_backend import DaskSlots

@@ -44,7 +44,7 @@ class Configure(NamedTuple):
     scheduler_blob: bytes
     on_error: str           # "raise" or "continue"
     isolated: bool          # a fresh process per task for every class
-    start_method: str       # "fork" or "spawn" for worker processes
+    start_method: str       # "fork", "spawn" or "main" for worker processes
     verbose: bool
     name: str
     memory_limit: bool = False  # every task may not grow past the memory it declares
@@ -56,6 +56,8 @@ class Configure(NamedTuple):
     started_notices: bool = False  # say when each task starts (see Watch)
     # Where tasks run: None (local processes) or (kind, options), e.g. ("dask", {...}).
     backend: tuple[str, dict[str, Any]] | None = None
+    # start_method "main": the boss's descriptor of its socket to the main program's copy
+    main_copy: int | None = None
 
 
 class WorkerClassSpec(NamedTuple):

@@ -23,6 +23,7 @@ from taskfarm._common.wire import dumps
 from taskfarm._common.worker_class import Worker
 from taskfarm._main.dependencies import resolve_dependencies
 from taskfarm._main.ledger import TaskRecord
+from taskfarm._main.main_copy import class_by_reference
 from taskfarm._main.policies import resolve_policies, worker_threads
 from taskfarm._main.prepare import PreparedTask, prepare, split_simple
 from taskfarm._main.report import TaskReport
@@ -45,6 +46,7 @@ class Rules:
     scheduler: str   # the scheduler's repr, for messages
     journal: Journal | None = None   # names recorded done there are not run again
     no_shared: str | None = None     # why SharedArrays are refused (a remote backend)
+    by_reference: bool = False       # classes go by name to the main program's copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +95,10 @@ def prepare_batch(common: Any, individual: Any, worker: type[Worker] | str | Non
     for cls in dict.fromkeys(t.worker for t in matched.tasks):  # first-seen order
         if cls not in keys:
             keys[cls] = len(keys)
-            new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__,
-                                               dumps_instructions("Worker class", cls),
+            blob = dumps_instructions("Worker class", cls)
+            if rules.by_reference:
+                blob = class_by_reference(cls, blob)
+            new_classes.append(WorkerClassSpec(keys[cls], cls.__qualname__, blob,
                                                bool(cls.isolated), worker_threads(cls),
                                                bool(cls.memory_limit),
                                                bool(cls.capture_output)))

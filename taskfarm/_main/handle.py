@@ -64,9 +64,10 @@ class Boss:
             :meth:`wait_till_finished` re-raises it) or ``"continue"`` (keep going,
             record every failure).
         isolated: run every task in a fresh process (also settable per Worker class).
-        start_method: ``"fork"`` (worker processes forked from the small boss) or
-            ``"spawn"`` (fresh interpreters). Default: the ``TASKFARM_START_METHOD``
-            environment variable if set, else ``"fork"``.
+        start_method: ``"fork"`` (workers forked from the small boss), ``"spawn"``
+            (fresh interpreters) or ``"main"`` (forked from a copy of this program
+            taken now, so tasks see its state; see docs/architecture.md). Default:
+            ``TASKFARM_START_METHOD`` if set, else ``"fork"``.
         workers: restrict matching to these Worker classes (default: every Worker
             subclass defined).
         timeout, retries, retry_on, retry_memory: per-task policies for the whole run,
@@ -120,7 +121,8 @@ class Boss:
         self._journal = open_journal(journal)
         self._rules = Rules(candidates, self._policies, instruction_check(scheduler),
                             repr(scheduler), self._journal,
-                            getattr(backend, "shared_refusal", None))
+                            getattr(backend, "shared_refusal", None),
+                            config.start_method == "main")
         self._ledger = Ledger(keep_reports)
         self._events = EventStream()
         if self._journal is not None:  # before any other sink: see journal.py
@@ -151,8 +153,8 @@ class Boss:
             raise
 
     def _start_boss(self, config: Configure) -> None:
-        self._proc, self._control, self._inbox = start_boss(self.name, self._ledger,
-                                                            self._events)
+        self._proc, self._control, self._inbox, config = start_boss(
+            self.name, self._ledger, self._events, config)
         if config.on_error == "raise":
             self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
                                                              self._send_lock)

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskfarm._common.errors import BossStateError
-from taskfarm._common.messages import Control, Signal
+from taskfarm._common.messages import Configure, Control, Signal
 from taskfarm._common.processes import BOSS_EXIT_WAIT
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.logs import quiet_again
+from taskfarm._main.main_copy import start_copy
 
 if TYPE_CHECKING:
     from taskfarm._main.journal import Journal
@@ -133,18 +134,23 @@ def raise_if_gone(inbox: Inbox, name: str, doing: str, force: bool = False) -> N
         raise BossStateError(f"cannot {doing}: the pipe to {name} is closed")
 
 
-def start_boss(name: str, ledger: Ledger, events: EventStream
-               ) -> tuple[subprocess.Popen[bytes], Channel, Inbox]:
-    """Start the boss process with its two pipes: its handle, the control channel
-    (non-blocking: a stopped boss is an error, not a hang) and the inbox that reads
-    its reports (its thread not started yet). Nothing is left behind on failure."""
+def start_boss(name: str, ledger: Ledger, events: EventStream, config: Configure
+               ) -> tuple[subprocess.Popen[bytes], Channel, Inbox, Configure]:
+    """Start the boss process with its two pipes (and, for start_method "main", the
+    copy of the main program first: see main_copy.py): its handle, the control
+    channel (non-blocking: a stopped boss is an error, not a hang), the inbox that
+    reads its reports (its thread not started yet) and the configuration to send it.
+    Nothing is left behind on failure."""
+    copy = start_copy() if config.start_method == "main" else None
+    kept = () if copy is None else (copy.fileno(),)
+    config = config._replace(main_copy=kept[0] if kept else None)
     control_r, control_w = os.pipe()
     report_r, report_w = os.pipe()
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
              str(os.getpid())],
-            pass_fds=(control_r, report_w), stdin=subprocess.DEVNULL,
+            pass_fds=(control_r, report_w, *kept), stdin=subprocess.DEVNULL,
             env=boss_environment())
     except BaseException:
         os.close(control_w)
@@ -153,6 +159,8 @@ def start_boss(name: str, ledger: Ledger, events: EventStream
     finally:
         os.close(control_r)
         os.close(report_w)
+        if copy is not None:
+            copy.close()   # the boss's now (or nobody's: the copy sees EOF and exits)
     control = Channel(control_w)
     try:
         os.set_blocking(control_w, False)
@@ -164,7 +172,7 @@ def start_boss(name: str, ledger: Ledger, events: EventStream
         control.close()
         os.close(report_r)
         raise
-    return proc, control, inbox
+    return proc, control, inbox, config
 
 
 def boss_environment() -> dict[str, str]:

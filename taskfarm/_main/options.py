@@ -79,6 +79,9 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
         raise ValueError("max_tasks_per_child must be a positive integer or None, not "
                          f"{max_tasks_per_child!r}")
     where = None
+    if backend is not None and start_method == "main":
+        raise ValueError("start_method='main' forks worker processes on this machine: "
+                         "it does not go with a backend")
     if backend is not None:
         check = getattr(backend, "check_farm", None)
         if callable(check):   # what does not cross machines is refused here

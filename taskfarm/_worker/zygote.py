@@ -21,19 +21,37 @@ one message with two descriptors attached (the worker's task-pipe read end and
 result-pipe write end). The zygote sends fixed-size records: ``p`` with the new
 worker's pid (0 if the fork failed), and ``x`` with a worker's pid and wait status
 when it has ended. EOF on the socket ends the zygote, once its workers have ended.
+
+The same loop serves ``start_method="main"`` (:func:`main_copy`): there the zygote is a
+copy of the main program, forked when the Boss was made, and it forks every worker
+of the farm (pool and isolated) with no class preloaded: workers get their classes
+from the boss like any worker, and see the main program's state as it was then. It
+first tells the boss its pid, then reads the environment the boss gives its workers.
+At EOF, the boss is gone: workers still running are killed with it.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
+import signal
 import socket
 import struct
+import sys
 import threading
+import traceback
 from typing import TYPE_CHECKING
 
-from taskfarm._common.processes import die_with_parent, end_descendants
+from taskfarm._common.processes import (
+    TAKE_BACK_SIGNAL,
+    close_all_but,
+    die_with_parent,
+    end_descendants,
+    flush_std_streams,
+    kill_quietly,
+)
 from taskfarm._worker.serve import run_worker
 
 if TYPE_CHECKING:
@@ -54,12 +72,17 @@ def _load(class_blob: bytes) -> type[Worker] | None:
 
 
 def serve(sock: socket.socket, class_key: int, class_blob: bytes) -> None:
-    """Fork workers on request and report their endings, until the boss closes the
-    socket and every worker has ended."""
+    """Fork workers of one class on request and report their endings, until the boss
+    closes the socket and every worker has ended."""
     cls = _load(class_blob)
     sock.sendall(b"ok" if cls is not None else b"no")
-    if cls is None:
-        return
+    if cls is not None:
+        _serve(sock, {class_key: cls}, kill_at_eof=False)
+
+
+def _serve(sock: socket.socket, preloaded: dict[int, type[Worker]], kill_at_eof: bool) -> None:
+    """Fork workers on request and report their endings until EOF on the socket, then
+    until the workers have ended (killed first, if ``kill_at_eof``)."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     children: dict[int, int] = {}   # pidfd -> pid
@@ -83,8 +106,11 @@ def serve(sock: socket.socket, class_key: int, class_blob: bytes) -> None:
                     os.close(extra)
                 poller.unregister(sock)
                 listening = False
+                if kill_at_eof:
+                    for pid in children.values():
+                        kill_quietly(pid, signal.SIGKILL)
                 continue
-            pid = _fork_worker(fds[0], fds[1], class_key, cls)
+            pid = _fork_worker(fds[0], fds[1], preloaded)
             if pid:
                 pidfd = os.pidfd_open(pid)
                 children[pidfd] = pid
@@ -99,7 +125,7 @@ def _tell(sock: socket.socket, kind: bytes, pid: int, status: int) -> None:
         pass  # the boss is gone: its death signal ends us
 
 
-def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type[Worker]) -> int:
+def _fork_worker(task_r: int, result_w: int, preloaded: dict[int, type[Worker]]) -> int:
     """Fork a worker on these pipe ends; its pid, or 0 if the fork failed."""
     try:
         parent = os.getpid()
@@ -108,7 +134,7 @@ def _fork_worker(task_r: int, result_w: int, class_key: int, cls: type[Worker]) 
         except OSError:
             return 0
         if pid == 0:
-            run_worker(task_r, result_w, parent, {class_key: cls})
+            run_worker(task_r, result_w, parent, preloaded)
         return pid
     finally:
         os.close(task_r)
@@ -121,3 +147,57 @@ def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) 
     if os.getppid() != boss_pid:
         return
     serve(sock, class_key, class_blob)
+
+
+def main_copy(sock: socket.socket) -> None:
+    """Entry point in the copy of the main program (``start_method="main"``), forked
+    by :func:`taskfarm._main.main_copy.start_copy`; never returns."""
+    code = 1
+    try:
+        close_all_but(sock.fileno())
+        # As in the boss: Ctrl-C is the main program's to handle, and workers inherit
+        # the take-back signal blocked (they let it in once they handle it).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {TAKE_BACK_SIGNAL})
+        # Tasks print to the process's standard streams, as under the other start
+        # methods (where captured output and the worker's messages are read), not to
+        # what the main program put in their place (a notebook's, a test runner's).
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        gc.freeze()   # what the copy holds stays shared with the workers it forks
+        sock.sendall(RECORD.pack(b"p", os.getpid(), 0))
+        environment = _read_environment(sock)
+        if environment is not None:
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            _serve(sock, {}, kill_at_eof=True)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        flush_std_streams()
+        os._exit(code)
+
+
+ENVIRONMENT = struct.Struct("!Q")   # length of the pickled environment that follows
+
+
+def _read_environment(sock: socket.socket) -> dict[str, str | None] | None:
+    """The environment variables the boss sets for its workers; None at EOF."""
+    head = _read_exactly(sock, ENVIRONMENT.size)
+    if head is None:
+        return None
+    body = _read_exactly(sock, ENVIRONMENT.unpack(head)[0])
+    return None if body is None else dict(pickle.loads(body))
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data

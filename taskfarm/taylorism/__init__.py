@@ -6,23 +6,23 @@ change (``import taskfarm.taylorism as taylorism``). Needs the ``taylorism`` ext
 
    main program                          boss process            task processes
   ┌──────────────────────────────┐     ┌──────────────────┐
-  │ taylorism.Boss               │     │ taskfarm boss:   │ fork  relay (a taskfarm
-  │  footprints resolve each set │────>│ scheduler, time- │─────> worker process)
-  │  taskfarm.Boss (the farm)    │<────│ outs, stops,     │         │ asks for a
-  │  reports as taylorism dicts  │     │ reports          │         v process
-  └──────┬───────────────────────┘     └──────────────────┘      task process ──┐
-         │ fork when the Boss is made                              (joins the    │
-         v                                                          relay's group)
-      zygote: a copy of the main program ── fork per task ──────────^  outcome ──┘
+  │ taylorism.Boss               │     │ taskfarm boss:   │ pipes  a process per task,
+  │  footprints resolve each set │────>│ scheduler, time- │<─────> running the call
+  │  taskfarm.Boss (the farm)    │<────│ outs, stops,     │        (TaylorismTask)
+  │  reports as taylorism dicts  │     │ reports          │           ^
+  └──────┬───────────────────────┘     └──────────────────┘           │ fork on the
+         │ fork when the Boss is made                                 │ boss's request
+         v                                                            │
+      a copy of the main program (taskfarm's start_method="main") ────┘
 
 - :mod:`~taskfarm.taylorism._boss` — ``Boss``: taylorism's calls mapped to taskfarm's.
 - :mod:`~taskfarm.taylorism._matching` — instruction sets expanded and resolved with
   footprints' own rules, in the main program, when they are given.
-- :mod:`~taskfarm.taylorism._relay` — the one taskfarm Worker the layer uses.
-- :mod:`~taskfarm.taylorism._zygote` — the copy of the main program (default
-  ``fork_from_main=True``) that forks each task's process, so tasks see the program's
-  state as taylorism's workers did; with ``fork_from_main=False`` the relay runs the
-  task itself, in a fresh taskfarm worker process.
+- :mod:`~taskfarm.taylorism._relay` — the one taskfarm Worker the layer uses. By
+  default (``fork_from_main=True``) its processes are forked from a copy of the main
+  program taken when the Boss is made, so tasks see the program's state as
+  taylorism's workers did; with ``fork_from_main=False`` they are taskfarm's usual
+  worker processes.
 - :mod:`~taskfarm.taylorism._outcome` — a task run, and its outcome as bytes.
 - :mod:`~taskfarm.taylorism.schedulers` — footprints schedulers run as taskfarm ones.
 - :mod:`~taskfarm.taylorism.util` — ``SharedNumpyArray``.

@@ -7,7 +7,7 @@ resolved by footprints here, then given to taskfarm as :class:`TaylorismTask` ta
 :mod:`taskfarm.taylorism._reports`). ``farm`` is the taskfarm Boss itself.
 
 With ``fork_from_main=True`` (the default) tasks run in processes forked from a copy
-of the main program taken when the Boss is made (:mod:`taskfarm.taylorism._zygote`),
+of the main program taken when the Boss is made (taskfarm's ``start_method="main"``),
 so they see what the program had set up then, as taylorism's workers did.
 """
 
@@ -33,7 +33,6 @@ from taskfarm.taylorism._matching import TaskSpec, expand, pack_call, resolve
 from taskfarm.taylorism._native import VIEW_PREFIX, TaylorismStyle, wants_views
 from taskfarm.taylorism._relay import TaylorismTask, TaylorismTaskError
 from taskfarm.taylorism._reports import Decoded, as_dict
-from taskfarm.taylorism._zygote import Zygote
 
 __all__ = ["Boss", "BossProcess", "as_taskfarm", "quiet_farm_logs"]
 
@@ -112,7 +111,7 @@ class Boss:
             copies without them), or in taskfarm's worker processes (False: the classes
             must be importable or defined in ``__main__``).
         options: taskfarm ``Boss`` options (``on_error``, ``timeout``, ``retries``,
-            ``isolated`` (default: ``not fork_from_main``, a fresh process per task),
+            ``isolated`` (default: True, a fresh process per task),
             ``memory_limit``, ...).
     """
 
@@ -143,19 +142,15 @@ class Boss:
         self._stopped = False
         self._fail_fast = options.get("on_error", "raise") == "raise"
         self._failure_seen = False
-        options.setdefault("isolated", not fork_from_main)
+        options.setdefault("isolated", True)
+        if fork_from_main:
+            options.setdefault("start_method", "main")
+        self._by_value = options.get("start_method") != "main"
         quiet_farm_logs(verbose)
-        # The copy first: before the taskfarm Boss starts its receiver thread.
-        self._zygote = Zygote() if fork_from_main else None
-        try:
-            self.farm = taskfarm.Boss(scheduler=self._native, name=name, verbose=verbose,
-                                      **options)
-        except BaseException:
-            if self._zygote is not None:
-                self._zygote.close()
-            raise
+        self.farm = taskfarm.Boss(scheduler=self._native, name=name, verbose=verbose,
+                                  **options)
         self._process = BossProcess(self.farm)
-        self._closer = weakref.finalize(self, _close, self.farm, self._zygote)
+        self._closer = weakref.finalize(self, self.farm.close)
 
     # ---- instructions -----------------------------------------------------------------
 
@@ -184,7 +179,7 @@ class Boss:
             raise
 
     def _give(self, specs: list[TaskSpec], sets: list[dict[str, Any]]) -> None:
-        by_value = self._zygote is None
+        by_value = self._by_value
         columns: dict[str, list[Any]] = {
             "name": [s.name for s in specs],
             "memory": [s.number("memory") for s in specs],
@@ -202,8 +197,6 @@ class Boss:
             for key in keys:
                 columns[VIEW_PREFIX + key] = [s.simple_attrs().get(key) for s in specs]
         common: dict[str, Any] = {}
-        if self._zygote is not None:
-            common["taylorism_zygote"] = self._zygote.address
         arrays = {id(a): a for s in specs for a in s.shared_arrays()}
         if arrays:
             common["taylorism_shared"] = tuple(arrays.values())
@@ -326,9 +319,3 @@ class Boss:
 
     def __repr__(self) -> str:
         return f"<taylorism Boss {self.name or ''} over {self.farm!r}>"
-
-
-def _close(farm: taskfarm.Boss, zygote: Zygote | None) -> None:
-    farm.close()
-    if zygote is not None:
-        zygote.close()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import pickle
 import struct
-import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -135,13 +134,3 @@ def decode_failure(outcome: bytes, task_name: str) -> Failure:
         except Exception:
             pass
     return Failure(exc, lines)
-
-
-def flush_std_streams() -> None:
-    """Flush stdout and stderr before a fork or ``os._exit`` (nothing written twice,
-    nothing lost)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass

@@ -4,37 +4,24 @@ Every instruction set a taylorism Boss is given becomes one task of
 :class:`TaylorismTask`: its ``name``, ``memory`` and ``expected_time`` (what
 schedulers read), and ``taylorism_call``, the pickled Worker class and footprint
 attributes (:mod:`taskfarm.taylorism._matching`). taskfarm schedules it, times it out,
-stops it and reports it as any task; the task itself either asks the main program's
-copy for a process to run the call in (``taylorism_zygote``, see
-:mod:`taskfarm.taylorism._zygote`) or runs it in this worker process.
+stops it and reports it as any task; the task runs the call in its worker process —
+under ``fork_from_main=True`` (the default) a process forked from the copy of the
+main program taken when the Boss was made (taskfarm's ``start_method="main"``), so
+the class found by name is the program's own.
 
-Either way the result is an *outcome* (:mod:`taskfarm.taylorism._outcome`), returned
-as bytes when the task succeeded and raised inside a :class:`TaylorismTaskError`
-when it failed, so that this process never unpickles the user's objects and taskfarm's
-fail-fast, retries and reports work unchanged. A task process that dies without an
-outcome makes this process die the same way, so taskfarm reports the task ``killed``
-with the real signal or exit code (and the out-of-memory killer, if it was that).
+The result is an *outcome* (:mod:`taskfarm.taylorism._outcome`), returned as bytes
+when the task succeeded and raised inside a :class:`TaylorismTaskError` when it
+failed, so that the boss and taskfarm's reports never hold the user's objects and
+taskfarm's fail-fast, retries and reports work unchanged. A task process that dies is
+reported ``killed`` by taskfarm with the real signal or exit code.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import struct
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from taskfarm import Worker
-from taskfarm.taylorism._outcome import failure_summary, flush_std_streams, is_failure, run_call
-from taskfarm.taylorism._zygote import (
-    CALL,
-    EXIT,
-    OUTCOME,
-    REQUEST,
-    pack_request,
-    read_frame,
-    write_frame,
-)
+from taskfarm.taylorism._outcome import failure_summary, is_failure, run_call
 
 __all__ = ["TaylorismTask", "TaylorismTaskError"]
 
@@ -58,19 +45,13 @@ class TaylorismTask(Worker):
     ``taylorism_call`` keeps it out of the matching of any other instruction set."""
 
     taylorism_call: bytes
-    taylorism_zygote: str | None = None
     taylorism_shared: tuple[Any, ...] = ()   # SharedArrays: taskfarm keeps them alive
     # Simple footprint attributes ride along as ``fp_<name>`` for taylorism-style
     # schedulers (see taskfarm.taylorism._native); the task itself ignores them.
     accept_undeclared: ClassVar[bool] = True
 
     def task(self) -> bytes:
-        if self.taylorism_zygote is None:
-            outcome = run_call(self.taylorism_call, self.scheduler_ticket,
-                               (_StopTypes.get(),))
-        else:
-            outcome = _run_in_copy(self.taylorism_zygote, self.taylorism_call,
-                                   self.scheduler_ticket)
+        outcome = run_call(self.taylorism_call, self.scheduler_ticket, (_StopTypes.get(),))
         if is_failure(outcome):
             raise TaylorismTaskError(failure_summary(outcome), outcome)
         return outcome
@@ -91,51 +72,3 @@ class _StopTypes:
             else:
                 cls.found = StopRequested
         return cls.found
-
-
-def _run_in_copy(address: str, call: bytes, ticket: int | None) -> bytes:
-    """Have the zygote at ``address`` fork a task process for ``call``; its outcome."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(address)
-    except OSError as exc:
-        sock.close()
-        raise RuntimeError(f"the copy of the main program that runs this Boss's tasks is "
-                           f"gone ({exc}): was the Boss closed, or its program ended?"
-                           ) from None
-    request = pack_request(ticket, os.getpriority(os.PRIO_PROCESS, 0),
-                           os.sched_getaffinity(0))
-    # No ``finally: close``: a relay being stopped keeps the socket open until it dies,
-    # so that its task process does not take the close for the relay's death.
-    try:
-        write_frame(sock, REQUEST, request)
-        write_frame(sock, CALL, call)
-        frame = read_frame(sock)
-    except Exception:
-        sock.close()
-        raise
-    sock.close()
-    if frame is None:
-        raise RuntimeError("the copy of the main program that runs this Boss's tasks "
-                           "ended while the task ran: was its program killed?")
-    kind, payload = frame
-    if kind == OUTCOME:
-        return payload
-    if kind == EXIT:
-        (code,) = struct.unpack("!q", payload)
-        _end_like(code)
-    raise RuntimeError(f"unexpected frame {kind!r} from the task process")
-
-
-def _end_like(code: int) -> NoReturn:
-    """The task process ended without an outcome (``code``: its exit code, or minus
-    the signal that ended it): end this process the same way."""
-    flush_std_streams()
-    if code < 0:
-        sig = signal.Signals(-code)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-        os.kill(os.getpid(), sig)
-        os._exit(128 - code)
-    os._exit(code)
