@@ -61,6 +61,25 @@ def test_halt_stops_launching_and_resume_launches_again(gate: Gate, mailbox: Mai
     assert len(final.tasks) == 4 and all(t.ok for t in final.tasks)
 
 
+def test_as_completed_on_a_halted_boss_yields_the_running_then_says_why_it_stops(
+        gate: Gate, mailbox: Mailbox) -> None:
+    with _blocking_boss(gate, mailbox, ["a", "b"]) as boss:   # never told to work
+        with pytest.raises(taskfarm.BossStateError, match="halted with work pending"):
+            next(boss.as_completed(timeout=30))
+    with _blocking_boss(gate, mailbox, ["a", "b", "c", "d"]) as boss:
+        boss.make_them_work()
+        _started(mailbox, 2)
+        boss.halt()
+        gate.release(2)
+        reports = boss.as_completed(timeout=30)
+        assert {next(reports).name, next(reports).name} == {"t_a", "t_b"}
+        with pytest.raises(taskfarm.BossStateError, match="call make_them_work"):
+            next(reports)
+        boss.make_them_work()
+        gate.release(2)
+        assert {r.name for r in boss.as_completed(timeout=30)} == {"t_c", "t_d"}
+
+
 def test_end_finishes_pending_work_then_exits(gate: Gate, mailbox: Mailbox) -> None:
     with _blocking_boss(gate, mailbox, ["a", "b", "c"], threads=1) as boss:
         boss.make_them_work(terminate=True)  # RESUME + END

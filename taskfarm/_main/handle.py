@@ -289,15 +289,14 @@ class Boss:
     # ---- reports ------------------------------------------------------------------------
 
     def as_completed(self, timeout: float | None = None) -> Iterator[TaskReport]:
-        """Yield each TaskReport as its task ends, while the farm runs.
-
-        Each report is yielded once across all calls (a service can call this every
-        stride and see only what is new); every report also stays in
-        :meth:`get_report`, unless the Boss was made with ``keep_reports=False``.
+        """Yield each TaskReport as its task ends, while the farm runs: once across
+        all calls (a service can call this every stride and see only what is new);
+        every report also stays in :meth:`get_report`, unless ``keep_reports=False``.
         Stops when every task given so far has ended or the boss has exited.
-        ``timeout`` bounds the wait for each next report (TimeoutError).
-        """
-        return self._reports.as_completed(timeout)
+        ``timeout`` bounds the wait for each next report (TimeoutError); halted with
+        sets pending and none running, it raises BossStateError rather than wait."""
+        return self._reports.as_completed(timeout, lambda: self._halted and not self._ended,
+                                          self.send_report_request)
 
     def events(self, timeout: float | None = None) -> Iterator[TaskEvent]:
         """Every task event from this call on, in order for each task: ``QUEUED``

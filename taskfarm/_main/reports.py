@@ -32,13 +32,24 @@ class Reports:
         self.name, self.ledger, self.inbox = name, ledger, inbox
         self.fail_fast = fail_fast
 
-    def as_completed(self, timeout: float | None) -> Iterator[TaskReport]:
+    def as_completed(self, timeout: float | None, halted: Callable[[], bool],
+                     ask: Callable[[], int]) -> Iterator[TaskReport]:
         """Each TaskReport once, as its task ends, until every task given so far has
-        ended or the boss has exited (see ``Boss.as_completed``)."""
+        ended or the boss has exited (see ``Boss.as_completed``). Before waiting while
+        ``halted()``, an interim report (``ask()`` sends the request) tells whether any
+        task runs: with sets pending and none running the wait would never end, and
+        BossStateError says so instead."""
         ledger = self.ledger
         while True:
             with ledger.cond:
                 waiting = not ledger.has_report() and not self._all_ended()
+            if waiting and halted():
+                state = self.interim(ask(), timeout)   # read after the endings before it
+                with ledger.cond:
+                    waiting = not ledger.has_report() and not self._all_ended()
+                if waiting and state.pending and not state.running:
+                    raise BossStateError(f"{self.name} is halted with work pending and "
+                                         "none running: call make_them_work() first")
             if waiting:
                 self._wait_for_report(timeout)
             with ledger.cond:
