@@ -19,6 +19,7 @@ from taskfarm._common.processes import (
     CAPTURE_VARIABLE,
     SEED_VARIABLE,
     TAKE_BACK_SIGNAL,
+    flush_std_streams,
     unlink_shared,
 )
 from taskfarm._common.status import ReportStatus
@@ -92,4 +93,9 @@ def _worker_environment(config: Configure) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Every worker is reaped and the goodbye sent: nothing is left for the
+    # interpreter's own end to do but tear down its modules, which would keep the
+    # main program's close() waiting for milliseconds.
+    flush_std_streams()
+    os._exit(code)

@@ -44,7 +44,6 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import distributed
@@ -71,18 +70,8 @@ _LOG = logging.getLogger("taskfarm.boss")
 ENDING_TIMEOUT = dask_host.CLOSE_WAIT + TERMINATE_GRACE + 4.0
 
 
-@dataclass(frozen=True, slots=True)
-class DaskExit(ExitInfo):
-    """How a slot ended when no exit status says it (a lost Dask worker)."""
-
-    why: str = ""
-
-    def describe(self) -> str:
-        return self.why
-
-
-def lost(address: str) -> DaskExit:
-    return DaskExit(None, None, f"was lost with Dask worker {address} (lost worker: its "
+def lost(address: str) -> ExitInfo:
+    return ExitInfo(None, None, f"was lost with Dask worker {address} (lost worker: its "
                                 "process or node died, or it left the cluster)")
 
 
@@ -316,7 +305,7 @@ class DaskSlots:
         if msgs:
             self._events.on_messages(slot, msgs)
         self._identified(slot.worker, None, (True, identity))
-        self._end(slot, ExitInfo(*ending) if ending is not None else DaskExit(
+        self._end(slot, ExitInfo(*ending) if ending is not None else ExitInfo(
             None, None, "was replaced before its tasks could run"))
 
     def _replaced(self, slot: DaskSlot, future: Any, result: Result) -> None:
@@ -376,7 +365,7 @@ class DaskSlots:
             worker.broken = True
             _LOG.warning("Dask worker %s failed to run the farm's task (%s: %s): it is not "
                          "used", worker.address, type(exc).__name__, exc)
-            info = DaskExit(None, None, f"could not run on Dask worker {worker.address} "
+            info = ExitInfo(None, None, f"could not run on Dask worker {worker.address} "
                                         f"({type(exc).__name__}: {exc})")
         if slot is not None:
             self._end(slot, info)

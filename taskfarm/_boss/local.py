@@ -43,6 +43,7 @@ from taskfarm._common.messages import (
     WorkerClassSpec,
 )
 from taskfarm._common.processes import (
+    START_METHODS,
     TAKE_BACK_SIGNAL,
     ExitInfo,
     begin_termination,
@@ -54,7 +55,6 @@ from taskfarm._common.processes import (
 )
 from taskfarm._common.wire import Channel, unexpected
 
-START_METHODS = ("fork", "spawn", "main")
 # Descriptors the boss keeps for itself (standard streams, its pipes to the main
 # program, the main program's pidfd, zygote sockets, a spawn in progress); each worker
 # costs it three more (two pipe ends and a pidfd).

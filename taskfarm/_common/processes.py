@@ -17,8 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from taskfarm._common.waiting import readable
 
@@ -50,6 +49,8 @@ def unlink_shared(names: Iterable[str]) -> None:
 
 
 # The variables native thread pools read when they start (OpenMP, OpenBLAS, MKL, ...).
+# How worker processes are started (see taskfarm._boss.local).
+START_METHODS = ("fork", "spawn", "main")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -91,12 +92,12 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass
 
 
-@dataclass(frozen=True, slots=True)
-class ExitInfo:
+class ExitInfo(NamedTuple):
     """How a process ended: an exit code, or the signal that killed it."""
 
     exitcode: int | None
     signal_name: str | None
+    why: str = ""   # how it ended, where no exit status says it (a lost Dask worker)
 
     @classmethod
     def from_wait_status(cls, status: int) -> ExitInfo:
@@ -106,7 +107,9 @@ class ExitInfo:
         return cls(os.waitstatus_to_exitcode(status), None)
 
     def describe(self) -> str:
-        """'killed by SIGKILL' or 'exited with code 3'."""
+        """'killed by SIGKILL' or 'exited with code 3' (or why, when known)."""
+        if self.why:
+            return self.why
         if self.signal_name is not None:
             return f"killed by {self.signal_name}"
         if self.exitcode is None:
@@ -219,6 +222,20 @@ def still_running(children: Mapping[int, _T], limit: float) -> list[_T]:
         for fd in readable(waiting, left):
             waiting.pop(fd)
     return list(waiting.values())
+
+
+def exits_within(pid: int, limit: float) -> bool:
+    """Wait up to ``limit`` seconds for a process to end (through its pidfd: woken the
+    instant it does, where ``Popen.wait(timeout)`` polls with growing sleeps); whether
+    it has (a process already gone counts)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return not still_running({pidfd: pid}, limit)
+    finally:
+        os.close(pidfd)
 
 
 def terminate(children: Iterable[tuple[int, int]], grace: float = TERMINATE_GRACE,

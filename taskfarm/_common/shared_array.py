@@ -37,7 +37,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import uuid
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -135,7 +134,7 @@ class SharedArray:
                       else tuple(int(n) for n in shape))
         self.dtype = np.dtype(dtype if dtype is not None else np.float64)
         self.writable = bool(writable)
-        self.name = f"{SHM_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
+        self.name = f"{SHM_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
         nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self._map = _create(self.name, max(nbytes, 1), f"{self.dtype} {self.shape}")
         # Made before the copy can fail. Only this process removes the segment: a copy

@@ -39,13 +39,11 @@ task is being stopped).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import sys
 import typing
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     import numpy
@@ -65,8 +63,7 @@ emitter: Callable[[Any], None] | None = None
 _REGISTRY: list[weakref.ref[type[Worker]]] = []
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Attribute:
+class Attribute(NamedTuple):
     """One declared instruction of a Worker class.
 
     ``allowed`` is the set of allowed values from ``Literal[...]`` (None: any value of
@@ -230,7 +227,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
     for klass in reversed(cls.__mro__):
         module = sys.modules.get(klass.__module__)
         namespace = dict(vars(module)) if module is not None else {}
-        for name, annotation in inspect.get_annotations(klass).items():
+        for name, annotation in dict(vars(klass).get("__annotations__", {})).items():
             if isinstance(annotation, str):
                 try:
                     annotation = eval(annotation, namespace, dict(vars(klass)))

@@ -30,7 +30,7 @@ import tblib
 
 from taskfarm._common.errors import BossDiedError, RemoteTaskError, WorkerKilledError
 from taskfarm._common.messages import Goodbye, Notice, NoticeKind, Outcome, Outcomes, Snapshot
-from taskfarm._common.processes import signal_name
+from taskfarm._common.processes import exits_within, signal_name
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.waiting import readable
 from taskfarm._common.wire import Channel, unexpected
@@ -239,10 +239,7 @@ class Inbox:
             self.park.notify_all()
 
     def _death(self) -> BossDiedError:
-        try:
-            code = self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = self.proc.wait() if exits_within(self.proc.pid, 1.0) else None
         pid = self.proc.pid
         if code is not None and code < 0:
             name = signal_name(-code)

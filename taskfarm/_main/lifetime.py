@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskfarm._common.errors import BossStateError
 from taskfarm._common.messages import Configure, Control, Signal
-from taskfarm._common.processes import BOSS_EXIT_WAIT
+from taskfarm._common.processes import BOSS_EXIT_WAIT, exits_within
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
 from taskfarm._main.inbox import Inbox
@@ -101,11 +101,9 @@ def close_farm(proc: subprocess.Popen[bytes], control: Channel, inbox: Inbox,
             control.close()  # EOF: the boss stops everything even if the signal was lost
     lingering = inbox.goodbye is not None and inbox.goodbye.reason.startswith("STOP_LISTENING")
     if not lingering:
-        try:
-            proc.wait(BOSS_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
+        if not exits_within(proc.pid, BOSS_EXIT_WAIT):
             proc.kill()
-            proc.wait()
+        proc.wait()
     if threading.current_thread() is not inbox.thread and inbox.thread.ident is not None:
         inbox.thread.join(BOSS_EXIT_WAIT)
     if journal is not None and not inbox.thread.is_alive():

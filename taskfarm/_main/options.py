@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from schedulers import BaseScheduler, MaxThreadsScheduler
-from taskfarm._boss.local import START_METHODS
 from taskfarm._common.errors import InstructionError
 from taskfarm._common.messages import Configure
+from taskfarm._common.processes import START_METHODS
 from taskfarm._main.logs import forwarded_levels
 from taskfarm._main.policies import check_policies
 

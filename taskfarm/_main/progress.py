@@ -27,8 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-import tqdm
-
 from taskfarm._common.status import TaskStatus
 from taskfarm._main.events import EventKind, TaskEvent
 
@@ -153,6 +151,8 @@ class Progress:
         if bar is None:
             # smoothing=0: the rate (and so the time left) is the average since the
             # start, steadier than a moving one for tasks that end in bursts.
+            import tqdm  # here: importing it costs a program without a bar 20 ms
+
             width = _fixed_width(self._file)
             bar = self._bar = tqdm.tqdm(
                 total=self.total, file=self._file, desc="taskfarm", unit="task",
