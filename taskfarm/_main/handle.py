@@ -344,7 +344,7 @@ class Boss:
                 raise BossStateError(f"{self.name} will not exit on its own: call end() or a "
                                      "stop first, or ask for get_report(interim=True)")
             return self._reports.final(timeout)
-        return self._reports.interim(self.send_report_request(), timeout)
+        return self._reports.now(self.send_report_request, timeout)
 
     def wait_till_finished(self, timeout: float | None = None) -> Report:
         """No more instructions: let the boss finish (END, if no stop was asked), wait

@@ -44,7 +44,7 @@ class Reports:
             with ledger.cond:
                 waiting = not ledger.has_report() and not self._all_ended()
             if waiting and halted():
-                state = self.interim(ask(), timeout)   # read after the endings before it
+                state = self.now(ask, timeout)   # read after the endings before it
                 with ledger.cond:
                     waiting = not ledger.has_report() and not self._all_ended()
                 if waiting and state.pending and not state.running:
@@ -88,6 +88,18 @@ class Reports:
 
     def _all_ended(self) -> bool:
         return self.inbox.closed or self.ledger.all_ended()
+
+    def now(self, ask: Callable[[], int], timeout: float | None) -> Report:
+        """An interim report (``ask()`` sends SEND_REPORT and returns its number); the
+        final report if the boss, done, exited as it was asked (its goodbye is heard
+        when the request cannot be sent)."""
+        try:
+            seq = ask()
+        except BossStateError:
+            if self.inbox.goodbye is None:
+                raise
+            return self.final(timeout)
+        return self.interim(seq, timeout)
 
     def interim(self, seq: int, timeout: float | None) -> Report:
         """The report answering SEND_REPORT number ``seq`` (already sent): every task
