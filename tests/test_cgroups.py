@@ -19,7 +19,7 @@ from taskfarm._common.system import cgroup_dirs
 
 
 def _child_cgroup(controller: str, settings: dict[str, str]) -> Iterator[Path]:
-    dirs = cgroup_dirs(controller)
+    dirs = [Path(d) for d in cgroup_dirs(controller)]
     if not dirs:
         pytest.skip(f"no {controller} cgroup here")
     child = dirs[0] / f"taskfarm-test-{os.getpid()}"
@@ -38,14 +38,14 @@ def _child_cgroup(controller: str, settings: dict[str, str]) -> Iterator[Path]:
 @pytest.fixture
 def small_memory() -> Iterator[Path]:
     limit = str(150 * 2**20)
-    names = ["memory.max"] if (cgroup_dirs("memory") or [Path()])[0].joinpath(
+    names = ["memory.max"] if Path((cgroup_dirs("memory") or ["."])[0]).joinpath(
         "memory.max").exists() else ["memory.limit_in_bytes"]
     yield from _child_cgroup("memory", dict.fromkeys(names, limit))
 
 
 @pytest.fixture
 def half_a_cpu() -> Iterator[Path]:
-    v2 = (cgroup_dirs("cpu") or [Path()])[0].joinpath("cpu.max").exists()
+    v2 = Path((cgroup_dirs("cpu") or ["."])[0]).joinpath("cpu.max").exists()
     settings = {"cpu.max": "50000 100000"} if v2 else {"cpu.cfs_period_us": "100000",
                                                        "cpu.cfs_quota_us": "50000"}
     yield from _child_cgroup("cpu", settings)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import traceback
+from typing import TYPE_CHECKING
 
 from taskfarm._common.logs import LEVEL_VARIABLE
 from taskfarm._common.messages import WorkerClassSpec
@@ -24,7 +24,13 @@ from taskfarm._common.processes import (
     kill_quietly,
     reap,
 )
-from taskfarm._worker import zygote as zygote_process
+
+if TYPE_CHECKING:
+    import socket
+
+# socket and the zygote's own module (taskfarm._worker.zygote) are imported where
+# used: a farm without isolated tasks or start_method "main" never needs them, and
+# the boss starts faster without them.
 
 # How many times a class's zygote is replaced after failing before the boss gives up
 # on zygotes for that class.
@@ -59,6 +65,10 @@ class Zygote:
     def start(cls, class_key: int, class_blob: bytes) -> Zygote | None:
         """Fork a zygote that loads the class; None when the class cannot be loaded
         there or its import started threads."""
+        import socket
+
+        from taskfarm._worker import zygote as zygote_process
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         flush_std_streams()
         pid = os.fork()
@@ -91,6 +101,10 @@ class Zygote:
         """The handle on the copy of the main program (``start_method="main"``) whose
         socket the boss inherited as ``fd``: learn its pid, give it the environment
         of the boss's workers. A copy that does not answer is broken."""
+        import socket
+
+        from taskfarm._worker import zygote as zygote_process
+
         sock = socket.socket(fileno=fd)
         sock.settimeout(cls.ANSWER_PATIENCE)
         zygote = cls(0, sock)
@@ -108,6 +122,8 @@ class Zygote:
         if self.broken:
             return 0
         try:
+            import socket
+
             socket.send_fds(self.sock, [b"f"], [task_r, result_w])
             while True:
                 kind, pid = self._record()
@@ -130,8 +146,9 @@ class Zygote:
         return self.ended.pop(pid, None) or ExitInfo(None, None)
 
     def _record(self) -> tuple[bytes, int]:
-        kind, pid, status = zygote_process.RECORD.unpack(
-            _read_exactly(self.sock, zygote_process.RECORD.size))
+        from taskfarm._worker.zygote import RECORD
+
+        kind, pid, status = RECORD.unpack(_read_exactly(self.sock, RECORD.size))
         if kind == b"x":
             self.ended[pid] = ExitInfo.from_wait_status(status)
         return kind, pid

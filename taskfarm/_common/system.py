@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 __all__ = ["available_cpus", "memory_budget_mib", "packed_cpus"]
 
@@ -25,34 +24,40 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def cgroup_dirs(controller: str) -> list[Path]:
+def _read(*parts: str | os.PathLike[str]) -> str:
+    """The text of the file at ``os.path.join(*parts)`` (OSError if unreadable)."""
+    with open(os.path.join(*parts)) as file:
+        return file.read()
+
+
+def cgroup_dirs(controller: str) -> list[str]:
     """The directories of this process's cgroup for ``controller`` and of its
     ancestors (a limit anywhere up the tree applies), v2 and v1 layouts alike."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = _read("/proc/self/cgroup").splitlines()
     except OSError:
         return []
-    found: list[Path] = []
+    found: list[str] = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":                          # v2: one unified hierarchy
             base = CGROUP_ROOT
         elif controller in controllers.split(","):     # v1: one hierarchy per controller
-            base = CGROUP_ROOT / controllers
-            if not base.exists():
-                base = CGROUP_ROOT / controller
+            base = os.path.join(CGROUP_ROOT, controllers)
+            if not os.path.exists(base):
+                base = os.path.join(CGROUP_ROOT, controller)
         else:
             continue
-        here = base / path.lstrip("/")
+        here = os.path.normpath(os.path.join(base, path.lstrip("/")))
         while True:
-            if here.is_dir():
+            if os.path.isdir(here):
                 found.append(here)
-            if here == base:
+            if here == base or len(here) <= len(base):
                 break
-            here = here.parent
+            here = os.path.dirname(here)
     return found
 
 
@@ -61,15 +66,15 @@ def _cgroup_quota() -> float | None:
     quotas = []
     for directory in cgroup_dirs("cpu"):
         try:
-            quota, period = (directory / "cpu.max").read_text().split()[:2]
+            quota, period = _read(directory, "cpu.max").split()[:2]
             if quota != "max":
                 quotas.append(int(quota) / int(period))
             continue
         except (OSError, ValueError):
             pass
         try:
-            quota_us = int((directory / "cpu.cfs_quota_us").read_text())
-            period_us = int((directory / "cpu.cfs_period_us").read_text())
+            quota_us = int(_read(directory, "cpu.cfs_quota_us"))
+            period_us = int(_read(directory, "cpu.cfs_period_us"))
             if quota_us > 0:
                 quotas.append(quota_us / period_us)
         except (OSError, ValueError, ZeroDivisionError):
@@ -77,10 +82,11 @@ def _cgroup_quota() -> float | None:
     return min(quotas, default=None)
 
 
-CPU_SYSFS = Path("/sys/devices/system/cpu")
+CPU_SYSFS = "/sys/devices/system/cpu"
 
 
-def packed_cpus(sysfs: Path = CPU_SYSFS, allowed: Iterable[int] | None = None) -> list[int]:
+def packed_cpus(sysfs: str | os.PathLike[str] = CPU_SYSFS,
+                allowed: Iterable[int] | None = None) -> list[int]:
     """The CPUs this process may use, in the order tickets pin workers (``binded=True``):
     one thread per physical core first, socket-packed, then the hyperthread siblings.
 
@@ -112,19 +118,19 @@ def packed_cpus(sysfs: Path = CPU_SYSFS, allowed: Iterable[int] | None = None) -
     return [cpu for *_, cpu in sorted(ranked)]
 
 
-def _core_of(sysfs: Path, cpu: int) -> tuple[int, int, int]:
+def _core_of(sysfs: str | os.PathLike[str], cpu: int) -> tuple[int, int, int]:
     """``cpu``'s physical core as (socket, core id, lowest sibling): the sibling list
     tells the core apart where core ids repeat across dies of one socket."""
-    base = sysfs / f"cpu{cpu}" / "topology"
+    base = os.path.join(sysfs, f"cpu{cpu}", "topology")
     try:
-        package = int((base / "physical_package_id").read_text())
-        core = int((base / "core_id").read_text())
+        package = int(_read(base, "physical_package_id"))
+        core = int(_read(base, "core_id"))
     except (OSError, ValueError):
         return 0, cpu, cpu
     siblings = [cpu]
     for name in ("core_cpus_list", "thread_siblings_list"):
         try:
-            siblings = _cpu_list((base / name).read_text())
+            siblings = _cpu_list(_read(base, name))
             break
         except (OSError, ValueError):
             continue
@@ -150,7 +156,7 @@ def memory_budget_mib(fraction: float) -> float:
     for directory in cgroup_dirs("memory"):
         for name in ("memory.max", "memory.limit_in_bytes"):
             try:
-                text = (directory / name).read_text().strip()
+                text = _read(directory, name).strip()
             except OSError:
                 continue
             if text.isdigit():

@@ -16,8 +16,9 @@ import time
 import traceback
 from typing import Any, NoReturn, TypeVar
 
+# Imported here so that forked workers have it: unpickling a class or function sent
+# by value (from __main__) needs it, and so does a result plain pickle cannot take.
 import cloudpickle
-import tblib
 
 from taskfarm._common.messages import Notice, NoticeKind, Outcome, RunTask
 from taskfarm._common.processes import (
@@ -296,6 +297,8 @@ def _failure(state: ProcessState, tid: int, ticket: int | None, started: float,
         message = f"<{type_name} whose str() failed>"
     error_blob: bytes | None
     try:
+        import tblib  # here: only a failure needs it
+
         error_blob = dumps_user((exc, tblib.Traceback(exc.__traceback__).as_dict()))
         pickle.loads(error_blob)  # an exception whose constructor takes odd arguments fails here
     except BaseException:

@@ -6,14 +6,16 @@ processes only.
 
 from __future__ import annotations
 
-import hashlib
-import random
+# hashlib, random and numpy are imported by the functions: a farm without a seed
+# never needs them, and the boss (which preloads this module) starts faster.
 
 
 def derive_seed(run_seed: int, name: str) -> int:
     """A 64-bit seed for the task ``name`` of the run seeded ``run_seed``: numpy's
     SeedSequence over the run seed and the name's SHA-256, so that nearby run seeds
     and similar names give unrelated streams."""
+    import hashlib
+
     import numpy
 
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()
@@ -25,6 +27,8 @@ def derive_seed(run_seed: int, name: str) -> int:
 def seed_globals(seed: int) -> None:
     """Seed the global generators a task may use without asking: ``random`` and the
     legacy ``numpy.random`` state."""
+    import random
+
     import numpy
 
     random.seed(seed)
