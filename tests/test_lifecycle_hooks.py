@@ -4,13 +4,16 @@ task raises; and ``max_tasks_per_child`` itself."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from event_workers import (
     TEARDOWN_DIR,
@@ -101,6 +104,33 @@ def test_the_final_report_comes_once_every_teardown_has_run(
         "wait_till_finished() returned the final report while teardown_process still "
         f"ran in worker process {pid} (marks then: {torn_down_when_returned})")
     assert _torn_down(marks) == {pid: ["torn down"]}
+
+
+class HangingTeardown(taskfarm.Worker):
+    """Its teardown_process says so, then never returns."""
+
+    hang_mailbox: Mailbox
+
+    def task(self) -> int:
+        type(self).hang_mailbox = self.hang_mailbox   # for teardown_process
+        return os.getpid()
+
+    @classmethod
+    def teardown_process(cls) -> None:
+        cls.hang_mailbox.post(f"tearing down {os.getpid()}")
+        threading.Event().wait()
+
+
+def test_a_teardown_that_hangs_is_stopped_after_the_teardown_wait(
+        mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFARM_TEARDOWN_WAIT", "0.3")   # 30 s by default
+    started = time.monotonic()
+    report = taskfarm.batch_main({"hang_mailbox": mailbox}, {"name": ["h"]},
+                                 worker=HangingTeardown, print_report=None, progress=False)
+    assert time.monotonic() - started < 20
+    assert report.tasks[0].ok
+    pid = int(mailbox.read(1)[0].split()[-1])
+    assert pid == report.tasks[0].result and not psutil.pid_exists(pid)
 
 
 def test_an_error_in_teardown_is_printed_not_swallowed(

@@ -132,8 +132,9 @@ def test_stop_rightnow_terminates_running_tasks(gate: Gate, mailbox: Mailbox) ->
     assert [p["name"] for p in report.pending] == ["t_c"]
 
 
-def test_stop_listening_leaves_running_tasks_to_finish_alone(gate: Gate, mailbox: Mailbox,
-                                                             tmp_path: Path) -> None:
+def test_stop_listening_leaves_running_tasks_to_finish_alone(
+        gate: Gate, mailbox: Mailbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKFARM_TEARDOWN_WAIT", "0.1")   # not a limit on running tasks
     out = tmp_path / "out"
     out.mkdir()
     with _blocking_boss(gate, mailbox, ["a", "b", "c"], out_dir=out) as boss:
@@ -144,6 +145,8 @@ def test_stop_listening_leaves_running_tasks_to_finish_alone(gate: Gate, mailbox
         assert report.status is taskfarm.ReportStatus.STOPPED
         assert sorted(report.running) == ["t_a", "t_b"]
         assert [p["name"] for p in report.pending] == ["t_c"]
+        with pytest.raises(psutil.TimeoutExpired):   # the boss waits for them, past 0.1 s
+            psutil.Process(boss.pid).wait(1.0)
         procs = [psutil.Process(p) for p in pids]  # still working, on their own
         gate.release(2)
         psutil.wait_procs(procs, timeout=30)

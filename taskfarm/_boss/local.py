@@ -65,8 +65,18 @@ FDS_PER_WORKER = 3
 def _nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
-# How long the end of a farm waits for its worker processes' teardown_process hooks.
+# How long the end of a farm waits for its worker processes' teardown_process hooks
+# (seconds; the environment variable, read by the boss, changes it).
 TEARDOWN_WAIT = 30.0
+TEARDOWN_WAIT_VARIABLE = "TASKFARM_TEARDOWN_WAIT"
+
+
+def teardown_wait() -> float:
+    """TEARDOWN_WAIT, or the boss's ``TASKFARM_TEARDOWN_WAIT`` when it is a number."""
+    try:
+        return max(0.0, float(os.environ[TEARDOWN_WAIT_VARIABLE]))
+    except (KeyError, ValueError):
+        return TEARDOWN_WAIT
 
 
 class WorkerProcess:
@@ -198,11 +208,13 @@ class LocalBackend:
                 if proc.result_conn is not None:
                     proc.result_conn.close()
                     proc.result_conn = None
-        # teardown_process hooks have a bounded time: a process still there is stopped.
-        late = still_running({p.pidfd: p for p in self.procs.values() if p.zygote is None},
-                             TEARDOWN_WAIT)
-        if late:
-            terminate([(p.pid, p.pidfd) for p in late])
+        # teardown_process hooks have a bounded time: a process still there is stopped
+        # (not one left to finish its task: STOP_LISTENING).
+        late = still_running({p.pidfd: p for p in self.procs.values()
+                              if not (linger and p in busy)}, teardown_wait())
+        if late:   # a zygote reaps its own
+            terminate([(p.pid, p.pidfd) for p in late],
+                      reapers={p.pid: p.zygote.exit_info for p in late if p.zygote})
             for proc in late:
                 self._discard(proc)
         for proc in list(self.procs.values()):
