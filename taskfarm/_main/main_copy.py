@@ -19,7 +19,9 @@ closed, or the main program or the boss die.
 
 The trade-off: forking a program that runs threads copies it in whatever state those
 threads left it (a lock held by one stays held in the copy), so this start method is
-for main programs that start no thread before the Boss — the Boss warns otherwise.
+for main programs that start no thread before the Boss — the Boss warns otherwise
+(taskfarm's own threads, those of other Boss handles, excepted: the copy uses nothing
+they hold).
 And the copy is the main program *as it was*: what it changes later is not seen.
 
 Worker classes are sent to workers by reference (module and name) when the copy has
@@ -45,7 +47,9 @@ __all__ = ["class_by_reference", "start_copy"]
 def start_copy() -> socket.socket:
     """Fork the copy of the main program; the boss's end of its socket, to be passed
     to the boss (and closed here once it is)."""
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    # taskfarm's own threads (other farms' receivers) hold nothing the copy uses.
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()
+              and not t.name.startswith("taskfarm-")]
     if others:
         warnings.warn(f"start_method='main' copies the main program while it runs other "
                       f"threads ({', '.join(others)}): a lock one of them holds stays held "
