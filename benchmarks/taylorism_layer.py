@@ -23,6 +23,9 @@ a hang where taylorism hangs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,15 +82,23 @@ def run(name: str, arg: str, timeout: float) -> str | None:
     """The RESULT a contender's script prints, or None if it did not answer in time."""
     imports, options = CONTENDERS[name]
     source = SCRIPT.format(imports=imports, options=options)
-    try:
-        done = subprocess.run([sys.executable, "-c", source, arg], capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None
-    for line in done.stdout.splitlines():
+    # A session of its own: a contender that hangs is ended with every process it
+    # started (taylorism's boss and workers outlive its main program).
+    with subprocess.Popen([sys.executable, "-c", source, arg], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)   # nothing of it is left behind
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             return line[len("RESULT "):]
-    raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
+    raise RuntimeError(f"{name} failed:\n{err[-2000:]}")
 
 
 def main() -> None:
