@@ -16,6 +16,7 @@ clear error and the executor goes on:
 
 from __future__ import annotations
 
+import functools
 import gc
 import multiprocessing
 import os
@@ -185,6 +186,32 @@ def test_submit_returns_a_genuine_future_with_the_result(executor: taskfarm.Exec
     assert sorted(f.result() for f in done) == list(range(20))
 
 
+def test_lone_calls_and_bursts_keep_every_result(executor: taskfarm.Executor) -> None:
+    # A lone call is given to the boss from the submitting thread, a burst by the
+    # feeder: both, interleaved, from several threads.
+    def client(base: int) -> list[int]:
+        got = [executor.submit(add, base, i).result(timeout=WAIT) for i in range(5)]
+        burst = [executor.submit(add, base, i) for i in range(50)]
+        return got + [f.result(timeout=WAIT) for f in burst]
+
+    threads = [futures.ThreadPoolExecutor(1) for _ in range(3)]
+    results = [pool.submit(client, 1000 * n) for n, pool in enumerate(threads)]
+    for n, result in enumerate(results):
+        assert result.result(timeout=WAIT) == \
+            [1000 * n + i for i in range(5)] + [1000 * n + i for i in range(50)]
+    for pool in threads:
+        pool.shutdown()
+
+
+def test_a_done_callback_may_submit(executor: taskfarm.Executor) -> None:
+    # Done callbacks run in the thread that reads the boss's messages: a lone call
+    # submitted there must wait for the feeder rather than be given from there.
+    second: Future[Future[int]] = Future()
+    first = executor.submit(add, 1)
+    first.add_done_callback(lambda f: second.set_result(executor.submit(add, f.result(), 1)))
+    assert second.result(timeout=WAIT).result(timeout=WAIT) == 2
+
+
 def test_functions_and_lambdas_of_the_caller_travel_by_value(
         executor_each: taskfarm.Executor) -> None:
     executor = executor_each
@@ -196,6 +223,39 @@ def test_functions_and_lambdas_of_the_caller_travel_by_value(
     assert executor.submit(local, 1).result(timeout=WAIT) == 11
     assert executor.submit(lambda x: x * 2, 21).result(timeout=WAIT) == 42
     assert list(executor.map(lambda x: -x, range(5), chunksize=2)) == [0, -1, -2, -3, -4]
+
+
+def test_functions_of_main_see_the_globals_of_the_moment(tmp_path: Any) -> None:
+    # A function of __main__ travels by value; its pickle is kept from one call to
+    # the next only while nothing that went into it changed (executor_functions.py).
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import taskfarm\n"
+        "SCALE = 2\n"
+        "ITEMS = [1]\n"
+        "def scaled(x): return x * SCALE\n"
+        "def counted(x): return x + len(ITEMS)\n"
+        "def helper(x): return x + 1\n"
+        "def calling(x): return helper(x)\n"
+        "def defaulted(x, k=1): return x + k\n"
+        "if __name__ == '__main__':\n"
+        "    with taskfarm.Executor(1) as executor:\n"
+        "        got = [executor.submit(scaled, 1).result()]\n"
+        "        SCALE = 10 ** 6\n"
+        "        got.append(executor.submit(scaled, 1).result())\n"
+        "        got.append(executor.submit(counted, 1).result())\n"
+        "        ITEMS.append(2)\n"
+        "        got.append(executor.submit(counted, 1).result())\n"
+        "        got.append(executor.submit(calling, 1).result())\n"
+        "        def helper(x): return x + 10\n"
+        "        got.append(executor.submit(calling, 1).result())\n"
+        "        got.append(executor.submit(defaulted, 1).result())\n"
+        "        defaulted.__defaults__ = (5,)\n"
+        "        got.append(executor.submit(defaulted, 1).result())\n"
+        "        print(got)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=WAIT,
+                          check=False)
+    assert done.stdout.strip() == b"[2, 1000000, 2, 3, 2, 11, 2, 6]", done.stderr
 
 
 def test_an_argument_that_cannot_be_pickled_fails_its_future_only(
@@ -387,6 +447,12 @@ def test_map_in_order_with_exceptions_at_their_position(executor: taskfarm.Execu
         assert [next(results) for _ in range(before)] == [1.0, 2.0, 3.0][:before]
         with pytest.raises(ZeroDivisionError):
             next(results)
+    # Over one iterable a chunk travels as its list of items: the same results.
+    assert list(executor.map(abs, range(-5, 6), chunksize=3)) == [abs(i) for i in range(-5, 6)]
+    results = executor.map(functools.partial(divide, 12), [1, 2, 0, 4], chunksize=2)
+    assert [next(results), next(results)] == [12.0, 6.0]
+    with pytest.raises(ZeroDivisionError):
+        next(results)
     with pytest.raises(ValueError, match="chunksize"):
         executor.map(add, [1], chunksize=0)
 

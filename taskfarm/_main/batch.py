@@ -10,7 +10,7 @@ nothing is sent or recorded until it exists.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,12 @@ from taskfarm._common.worker_class import Worker
 from taskfarm._main.dependencies import resolve_dependencies
 from taskfarm._main.ledger import TaskRecord
 from taskfarm._main.main_copy import class_by_reference
-from taskfarm._main.policies import resolve_policies, worker_threads
+from taskfarm._main.policies import (
+    _policy_base,
+    check_policies,
+    resolve_policies,
+    worker_threads,
+)
 from taskfarm._main.prepare import PreparedTask, prepare, split_simple
 from taskfarm._main.report import TaskReport
 
@@ -148,3 +153,67 @@ def dumps_instructions(what: str, value: Any) -> bytes:
         raise InstructionError(f"{what} cannot be pickled to send to the boss: "
                                f"{type(exc).__name__}: {exc}") from exc
     return blob
+
+
+def call_policies(worker: type[Worker], rules: Rules) -> dict[str, Any]:
+    """The policies :func:`prepare_calls` puts in each view (the run's: an executor's
+    Worker class sets none, its common instructions neither), checked."""
+    policies = _policy_base(worker, {}, rules.policies)
+    check_policies(policies, f"calls of {worker.__qualname__}")
+    return policies
+
+
+def prepare_calls(worker: type[Worker], policies: Mapping[str, Any], fn_blob: bytes,
+                  names: Sequence[str], blobs: Sequence[bytes], rules: Rules,
+                  taken: Mapping[str, int], statuses: Mapping[int, str], first_tid: int,
+                  batch_id: int, class_keys: Mapping[type[Worker], int]) -> Batch:
+    """The fast path of :class:`taskfarm.Executor` (its feeder, in
+    :mod:`taskfarm._main.executor_farm`): what :func:`prepare_batch` makes of
+    ``set_instructions({"fn": fn_blob}, {"name": names, "args": blobs}, worker)``,
+    without the general matching and checking, which these calls never need: one
+    Worker class, already given once through ``set_instructions`` (its class key is
+    known), names the executor made unique, values already pickled to bytes, no
+    dependencies, no SharedArrays, no journal (``rules.journal`` is None). The
+    scheduler's check applies as it does there, and ``policies`` (from
+    :func:`call_policies`) are the run's. About a tenth of the cost per call."""
+    key = class_keys[worker]
+    common = {"fn": fn_blob}
+    new = tuple.__new__
+    specs: list[TaskSpec] = []
+    records: list[tuple[int, TaskRecord]] = []
+    qualname = worker.__qualname__
+    tid = first_tid
+    for name, blob in zip(names, blobs, strict=True):
+        view = {"name": name, "args": blob, **policies} if policies else \
+            {"name": name, "args": blob}
+        if len(blob) <= _INLINE:
+            specs.append(new(TaskSpec, (tid, key, view, (), None, None)))
+        else:  # as split_simple does: a large value travels as the task's payload
+            spec_view = {k: v for k, v in view.items() if k != "args"}
+            specs.append(new(TaskSpec, (tid, key, spec_view, (), None,
+                                        pickle.dumps({"args": blob}, protocol=5))))
+        if rules.check is not None:
+            _scheduler_check(rules, name, view)
+        records.append((tid, TaskRecord(name, qualname, view, common)))
+        tid += 1
+    common_blob = pickle.dumps(common, protocol=5)
+    frames = tuple(dumps(AddTasks(batch_id, (), common_blob if start == 0 else b"",
+                                  tuple(specs[start:start + CHUNK]), ()))
+                   for start in range(0, len(specs), CHUNK))
+    return Batch(tuple(names), tuple(records), frames, class_keys, ())
+
+
+# A bytes value up to this size travels in the task's view (prepare._is_simple).
+_INLINE = 4096
+
+
+def _scheduler_check(rules: Rules, name: str, view: Mapping[str, Any]) -> None:
+    """The scheduler's check of one instruction set, as prepare_batch applies it."""
+    assert rules.check is not None
+    try:
+        rules.check(view)
+    except InstructionError:
+        raise
+    except ValueError as exc:
+        raise InstructionError(f"task {name!r} can never run under {rules.scheduler}: "
+                               f"{exc}") from exc

@@ -13,17 +13,19 @@ outlives the program, and exceptions arrive with the worker's frames.
   │ submit()/map() ─> Calls.queue              │  │              │   │         │
   │                      │ (wake)              │  │  schedules,  │──>│ fn(*a)  │
   │ feeder thread: pickle a batch, ─────────────────> queues on  │   │ per     │
-  │   one set_instructions per function        │  │  workers     │<──│ call    │
+  │   one AddTasks message per function        │  │  workers     │<──│ call    │
   │                                            │  │              │   │         │
   │ receiver thread ─> EventStream ─> Calls.on_events <────────────  STARTED,  │
   │   STARTED: future running                  │  │  ENDED       │   └─────────┘
   │   ENDED:   future result / exception       │  └──────────────┘
   └────────────────────────────────────────────┘
 
-``submit`` only queues the call; the feeder thread (:mod:`taskfarm._main.executor_farm`)
-pickles whatever has accumulated and gives it to the boss as one batch; the boss
-schedules the calls on its workers, and the receiver thread of the Boss handle settles
-each future as the boss reports its call's start and end. How a call travels and runs
+``submit`` only queues the call; the feeder thread (:mod:`taskfarm._main.executor_feeder`)
+pickles whatever has accumulated and gives it to the boss as one batch (a lone call,
+submitted while nothing else is in flight, is given at once from the submitting
+thread: one thread hand-over less); the boss schedules the calls on its workers, and
+the receiver thread of the Boss handle settles each future as the boss reports its
+call's start and end. How a call travels and runs
 in a worker is in :mod:`taskfarm._main.executor_worker`; how a task's ending becomes a
 result or an exception in :mod:`taskfarm._main.executor_outcome`.
 
@@ -44,7 +46,8 @@ from concurrent.futures import Future
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from schedulers import BaseScheduler, MaxThreadsScheduler
-from taskfarm._main.executor_farm import Calls, Feeder
+from taskfarm._main.executor_farm import Calls
+from taskfarm._main.executor_feeder import Feeder
 from taskfarm._main.executor_outcome import ExecutorBrokenError
 from taskfarm._main.executor_worker import call_worker_class
 from taskfarm._main.handle import Boss
@@ -121,6 +124,9 @@ class Executor(futures.Executor):
                     keep_reports=False, max_tasks_per_child=max_tasks_per_child)
         try:
             calls = Calls(boss._ledger, fail_fast=on_error == "raise")
+            # In place of the handle's ledger: the calls keep what the farm must know
+            # of each call, and forget it as its future is settled (Calls._forget).
+            boss._events.unsubscribe(boss._ledger)
             boss._events.subscribe(calls)
             boss._watch_started()   # futures run when their call starts, not before
             boss.make_them_work()
@@ -156,12 +162,19 @@ class Executor(futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end = None if timeout is None else time.monotonic() + timeout
-        items = list(zip(*iterables))  # noqa: B905 - as the built-in map: the shortest
-        if chunksize == 1:
-            calls: list[tuple[Any, dict[str, Any] | None]] = [(args, {}) for args in items]
+        calls: list[tuple[Any, dict[str, Any] | None]]
+        if chunksize > 1 and len(iterables) == 1:
+            # Over one iterable a chunk is its items, not 1-tuples of them: less to
+            # build and pickle here, and the worker maps fn over them.
+            values = list(iterables[0])
+            calls = [((values[i:i + chunksize],), None)
+                     for i in range(0, len(values), chunksize)]
+            del values
         else:
-            calls = [(items[i:i + chunksize], None) for i in range(0, len(items), chunksize)]
-        del items
+            items = list(zip(*iterables))  # noqa: B905 - as the built-in map: the shortest
+            calls = [(args, {}) for args in items] if chunksize == 1 else \
+                [(items[i:i + chunksize], None) for i in range(0, len(items), chunksize)]
+            del items
         machinery = self._machinery
         submitted = machinery.calls.add(fn, calls, machinery.refuse)
         del calls

@@ -25,6 +25,7 @@ whose ``_RemoteTraceback`` it is), unless it had a cause of its own.
 from __future__ import annotations
 
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any
 
@@ -37,6 +38,9 @@ from taskfarm._common.errors import (
 from taskfarm._common.status import TaskStatus
 from taskfarm._main.executor_worker import InitializerError, unpack
 from taskfarm._main.report import TaskReport
+
+_DONE = TaskStatus.DONE
+_CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
 
 
 class WorkerDiedError(WorkerKilledError, BrokenProcessPool):
@@ -77,6 +81,53 @@ def settle(future: Future[Any], *, result: Any = None,
             future.set_exception(exception)
     except InvalidStateError:  # settled by another path (the executor broke)
         pass
+
+
+def cancelled(future: Future[Any]) -> bool:
+    """``future.cancelled()`` without taking the future's lock (one attribute read,
+    atomic under the GIL), on the hot path of every call: the answer may be stale the
+    moment it is read, locked or not, which is why a future is registered (and its
+    done-callback finds it) before it is checked."""
+    return future._state in _CANCELLED
+
+
+def set_running(future: Future[Any]) -> bool:
+    """Mark a future running, from the sink (its call started, or ended with no STARTED
+    notice before): False if it was cancelled first (or already failed, the executor
+    broken). One lock round trip where :func:`start` takes three."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return False
+
+
+def finish(future: Future[Any], running: bool, report: TaskReport) -> BaseException | None:
+    """Settle the future of a call whose task ended as ``report`` says (``running``:
+    marked so already); the exception it now raises, if any. Nothing for a future
+    cancelled before its call started."""
+    if report.status is _DONE:  # the common case, first
+        try:
+            result = unpack(report.result)
+        except BaseException:  # outcome() says why, below
+            pass
+        else:
+            if running or set_running(future):
+                try:
+                    future.set_result(result)
+                except InvalidStateError:  # cancelled as it started
+                    pass
+            return None
+    result, exception = outcome(report)
+    if not running and not set_running(future):
+        return None
+    try:
+        if exception is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exception)
+    except InvalidStateError:  # cancelled as it started (the sink stops it)
+        return None
+    return exception
 
 
 def outcome(report: TaskReport) -> tuple[Any, BaseException | None]:

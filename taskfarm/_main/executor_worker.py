@@ -6,7 +6,8 @@ rebuild each executor's Worker class.
 A call is two instruction values, both bytes, so that the farm forwards them without
 looking inside: ``fn``, the pickled function, given once per batch as a common
 instruction, and ``args``, the pickled ``(args, kwargs)`` of one call, or the list of
-argument tuples of a ``map`` chunk. A function defined in ``__main__`` (or a lambda)
+argument tuples of a ``map`` chunk (over one iterable: ``(items,)``, the list of its
+items). A function defined in ``__main__`` (or a lambda)
 travels by value (cloudpickle); everything else by reference (plain pickle, ten times
 faster). A worker process keeps the last functions it unpickled, keyed by their
 pickled bytes, so a ``map`` over a lambda unpickles the lambda once per process.
@@ -98,6 +99,8 @@ class CallWorker(Worker):
             raise
         if type(call) is list:  # a chunk of map: one result per argument tuple
             return pack([fn(*args) for args in call])
+        if len(call) == 1:  # a chunk of map over one iterable: one result per item
+            return pack(list(map(fn, call[0])))
         args, kwargs = call
         del call
         return pack(fn(*args, **kwargs))
@@ -174,8 +177,9 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
 
 def dumps_call(args: tuple[Any, ...] | list[tuple[Any, ...]],
                kwargs: dict[str, Any] | None) -> bytes:
-    """The arguments of one call (``kwargs`` a dict), or of a map chunk (a list of
-    argument tuples, ``kwargs`` None)."""
+    """The arguments of one call (``kwargs`` a dict), or of a map chunk (``kwargs``
+    None): a list of argument tuples, or a 1-tuple holding the list of items of a map
+    over one iterable."""
     value = args if kwargs is None else (args, kwargs)
     try:
         blob = pickle.dumps(value, protocol=5)

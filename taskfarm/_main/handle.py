@@ -14,7 +14,7 @@ import itertools
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from schedulers import BaseScheduler
@@ -182,15 +182,19 @@ class Boss:
         error raises an :class:`InstructionError` and nothing of this call is sent.
         Returns the names of the tasks created, in order.
         """
+        return self._give(functools.partial(prepare_batch, common_instructions,
+                                            individual_instructions, worker, self._rules))
+
+    def _give(self, prepare: Callable[..., Batch]) -> list[str]:
+        """Give the call ``prepare(names, statuses, first_tid, batch_id, class_keys)`` makes."""
         with self._give_lock:
             self._check_open("give instructions")
             if self._ended:
                 raise BossStateError(f"{self.name}: no instructions after end() or a stop")
             ledger = self._ledger
             # The live dicts, only looked up (the receiver thread may add to them).
-            batch = prepare_batch(common_instructions, individual_instructions, worker,
-                                  self._rules, ledger.names, ledger.statuses, ledger.next_tid,
-                                  self._next_batch, self._class_keys)
+            batch = prepare(ledger.names, ledger.statuses, ledger.next_tid,
+                            self._next_batch, self._class_keys)
             if not batch.names:
                 return []
             # Everything pickled: from here on nothing can fail because of the input,
@@ -199,7 +203,7 @@ class Boss:
                 self._check_open("give instructions")
                 give(batch, self._next_batch, self._control, ledger, self._keeper,
                      self._events, functools.partial(self._commit, batch),
-                     functools.partial(self._raise_if_gone, "give instructions", True))
+                     lambda: raise_if_gone(self._inbox, self.name, "give instructions", True))
             self._events.publish([TaskEvent(EventKind.QUEUED, tid, record.name)
                                   for tid, record in batch.records])
             if batch.resumed:  # read back from the journal: they end at once
@@ -276,15 +280,12 @@ class Boss:
             try:
                 self._control.send_pickled(frame)
             except OSError:
-                self._raise_if_gone("send to the boss", force=True)
+                raise_if_gone(self._inbox, self.name, "send to the boss", True)
 
     def _check_open(self, doing: str) -> None:
-        self._raise_if_gone(doing)
+        raise_if_gone(self._inbox, self.name, doing)
         if self._control.closed:
             raise BossStateError(f"cannot {doing}: {self.name} is closed")
-
-    def _raise_if_gone(self, doing: str, force: bool = False) -> None:
-        raise_if_gone(self._inbox, self.name, doing, force)
 
     # ---- reports ------------------------------------------------------------------------
 
