@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import logging
 import multiprocessing
 import os
 import statistics
@@ -94,7 +95,19 @@ def dask_pool(n: int) -> float:
 
 
 def taylorism_pool(n: int) -> float:
-    """taylorism forks a process per task: a few hundred tasks are enough."""
+    """taylorism forks a process per task: a few hundred tasks are enough. Importing it
+    (bronx) sets the root logger to INFO with a handler of its own: that is undone
+    after the run, or every later figure would pay a log line per task."""
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    try:
+        return _taylorism_rate(n)
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+def _taylorism_rate(n: int) -> float:
     import taylorism
 
     class TayTiny(taylorism.Worker):

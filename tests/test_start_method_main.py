@@ -208,6 +208,25 @@ def test_a_killed_copy_fails_the_farm_with_a_clear_error() -> None:
         boss.close()
 
 
+def test_the_main_programs_signal_handlers_do_not_run_in_the_copy(tmp_path: Any) -> None:
+    marker = tmp_path / "handled"
+
+    def clean_up(signum: int, frame: object) -> None:   # what a program may do on SIGTERM
+        marker.write_text(str(os.getpid()))
+
+    previous = signal.signal(signal.SIGTERM, clean_up)
+    try:
+        with taskfarm.Boss(start_method="main") as boss:
+            boss.set_instructions({}, {"key": ["a"]}, worker=Peek)
+            boss.make_them_work()
+            copy = next(iter(boss.as_completed(timeout=30))).result[2]   # still serving
+            os.kill(copy, signal.SIGTERM)
+            assert _gone([copy])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not marker.exists()
+
+
 def test_seed_and_captured_output_reach_the_copys_workers() -> None:
     reports = {}
     for method in ("main", "fork"):

@@ -155,6 +155,11 @@ def main_copy(sock: socket.socket) -> None:
     code = 1
     try:
         close_all_but(sock.fileno())
+        # The main program's signal handlers are its own (one may clean up its files):
+        # none runs here or in the workers, which start as the boss's would.
+        for number in signal.valid_signals():
+            if callable(signal.getsignal(number)):
+                signal.signal(number, signal.SIG_DFL)
         # As in the boss: Ctrl-C is the main program's to handle, and workers inherit
         # the take-back signal blocked (they let it in once they handle it).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
