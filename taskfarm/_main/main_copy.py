@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfarm._common.processes import flush_std_streams
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["class_by_reference", "start_copy"]
 
@@ -55,6 +57,8 @@ def start_copy() -> socket.socket:
                       f"threads ({', '.join(others)}): a lock one of them holds stays held "
                       "in the copy and its workers; make the Boss before starting threads",
                       RuntimeWarning, stacklevel=5)
+    import socket  # here: only this start method needs it
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     flush_std_streams()
     try:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import io
 import math
 import numbers
-import pathlib
 import re
+import sys
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,8 +277,10 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
         return float(value)
     if complex in types and isinstance(value, numbers.Complex):
         return complex(value)
-    if isinstance(value, str) and any(isinstance(t, type) and issubclass(t, pathlib.PurePath)
-                                      for t in types):
+    # A class declaring a path type imported pathlib; no need to import it otherwise.
+    pathlib = sys.modules.get("pathlib")
+    if pathlib is not None and isinstance(value, str) and any(
+            isinstance(t, type) and issubclass(t, pathlib.PurePath) for t in types):
         path_type = next(t for t in types if issubclass(t, pathlib.PurePath))
         return path_type(value)
     return _NO
