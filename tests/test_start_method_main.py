@@ -93,11 +93,17 @@ def _gone(pids: list[int]) -> bool:
     """True once none of these processes runs (they need not be our children)."""
     deadline = time.monotonic() + END_WAIT
     while time.monotonic() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.NoSuchProcess:
+                pass   # gone between two looks
         if not alive:
             return True
-        psutil.wait_procs([psutil.Process(p) for p in alive], timeout=0.2)
+        psutil.wait_procs(alive, timeout=0.2)
     return False
 
 
