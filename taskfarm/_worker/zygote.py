@@ -167,7 +167,8 @@ def main_copy(sock: socket.socket) -> None:
         # Tasks print to the process's standard streams, as under the other start
         # methods (where captured output and the worker's messages are read), not to
         # what the main program put in their place (a notebook's, a test runner's).
-        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        sys.stdout = sys.__stdout__ or sys.stdout
+        sys.stderr = sys.__stderr__ or sys.stderr
         gc.freeze()   # what the copy holds stays shared with the workers it forks
         sock.sendall(RECORD.pack(b"p", os.getpid(), 0))
         environment = _read_environment(sock)
