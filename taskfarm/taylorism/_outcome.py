@@ -9,9 +9,9 @@ with :func:`run_call`, which builds the Worker, runs its scheduler hooks and
     b"D" + pickle(report value)                               the task returned
     b"F" + len(summary) + summary + pickle(failure tuple)     the task raised
 
-The first byte and the summary are readable without unpickling anything, so the
-relaying taskfarm worker (:mod:`taskfarm.taylorism._relay`) never needs the user's
-classes: it forwards the bytes, and only the main program decodes them
+The first byte and the summary are readable without unpickling anything, so
+taskfarm's side of a task (:mod:`taskfarm.taylorism._relay`) never holds the user's
+objects: the bytes travel as they are, and only the main program decodes them
 (:func:`decode_failure`, :func:`decode_done`), with the worker's traceback attached
 to the original exception (tblib) or, when that cannot travel, as text.
 """

@@ -46,7 +46,7 @@ class Decoded:
         exc = task.exception
         if isinstance(exc, TaylorismTaskError):
             failure = decode_failure(exc.outcome, task.name)
-        elif exc is not None:   # failed in the relay itself (its zygote gone, ...)
+        elif exc is not None:   # failed outside the call (taskfarm's own error)
             failure = Failure(exc, (task.traceback or "").splitlines(keepends=True))
         elif task.status is TaskStatus.KILLED:
             failure = Failure(WorkerKilledError(
