@@ -16,6 +16,7 @@ clear error and the executor goes on:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import multiprocessing
@@ -178,8 +179,15 @@ def executor_threads() -> list[threading.Thread]:
 
 def test_submit_returns_a_genuine_future_with_the_result(executor: taskfarm.Executor) -> None:
     future = executor.submit(add, 2, y=40)
-    assert type(future) is Future
+    # A Future (its subclass only tells the executor of a cancel): what takes one,
+    # asyncio's bridge included, takes it.
+    assert isinstance(future, Future)
     assert future.result(timeout=WAIT) == 42
+
+    async def awaited() -> Any:
+        return await asyncio.wait_for(asyncio.wrap_future(executor.submit(add, 1, 2)), WAIT)
+
+    assert asyncio.run(awaited()) == 3
     assert executor.submit(capture, 1, fn=2, self=3).result(timeout=WAIT) == \
         ((1,), {"fn": 2, "self": 3})
     done, _ = futures.wait([executor.submit(add, i) for i in range(20)], timeout=WAIT)

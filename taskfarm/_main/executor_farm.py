@@ -35,7 +35,6 @@ from typing import Any
 from taskfarm._main.events import EventKind, TaskEvent
 from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
-    cancelled,
     finish,
     initializer_failure,
     set_running,
@@ -52,6 +51,23 @@ _ENDED, _QUEUED, _STARTED = EventKind.ENDED, EventKind.QUEUED, EventKind.STARTED
 # chunk: its list of argument tuples, and None), their futures and task names.
 Submitted = tuple[Callable[..., Any], Sequence[tuple[Any, dict[str, Any] | None]],
                   tuple[Future[Any], ...], list[str]]
+
+
+class CallFuture(Future[Any]):
+    """The future of one call (or one ``map`` chunk): a genuine
+    ``concurrent.futures.Future`` that tells its executor when it is cancelled, so that
+    a call not started yet is dropped or cancelled at the boss. (A done-callback on
+    every future would say as much, at the cost of a lock and a list per call.)"""
+
+    def __init__(self, calls: Calls) -> None:
+        super().__init__()
+        self._calls = calls
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._calls.on_cancelled(self)
+        return True
 
 
 class Calls:
@@ -94,8 +110,8 @@ class Calls:
         wake-up) shorter. Under load calls queue up and the feeder sends them in
         batches, which is what keeps tiny calls cheap. Not from a thread running the
         sink (a done-callback): see ``_sinking``."""
-        futures: list[Future[Any]] = [Future()] if len(calls) == 1 else \
-            [Future() for _ in calls]
+        futures: list[Future[Any]] = [CallFuture(self)] if len(calls) == 1 else \
+            [CallFuture(self) for _ in calls]
         with self.lock:
             refuse()
             first = self._next
@@ -113,9 +129,6 @@ class Calls:
                 self.queue.append(submitted)
                 if self.feeder_waiting:
                     self.wake.notify()
-        on_done = self._on_done  # one callback object for all: no allocation per call
-        for future in futures:
-            future.add_done_callback(on_done)
         if direct:
             self._give_here(submitted)
         return futures
@@ -137,11 +150,9 @@ class Calls:
                                             or self.broken is not None):
                     self.wake.notify()
 
-    def _on_done(self, future: Future[Any]) -> None:
-        """A future is done: if it was cancelled, notify ``wait()`` and ask the boss to
-        cancel its task (when it was sent)."""
-        if not cancelled(future):
-            return
+    def on_cancelled(self, future: Future[Any]) -> None:
+        """A future was cancelled (:meth:`CallFuture.cancel`): notify ``wait()``, and
+        ask the boss to cancel its task if it was sent. Harmless if called again."""
         try:
             future.set_running_or_notify_cancel()  # the waiters of wait() learn it here
         except RuntimeError:

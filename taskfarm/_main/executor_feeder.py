@@ -95,7 +95,7 @@ class Feeder:
                 calls.sent.update(zip(names, futures, strict=True))
                 calls.names.update(zip(futures, names, strict=True))
         groups: dict[int, tuple[Callable[..., Any], list[tuple[str, Any, Future[Any]]]]] = {}
-        dropped = []  # cancelled before that: its callback found nothing to cancel
+        dropped = []  # cancelled before that: its cancel() found nothing to cancel
         for fn, arg_list, futures, names in batch:
             entry = groups.get(id(fn))
             if entry is None:

@@ -86,8 +86,8 @@ def settle(future: Future[Any], *, result: Any = None,
 def cancelled(future: Future[Any]) -> bool:
     """``future.cancelled()`` without taking the future's lock (one attribute read,
     atomic under the GIL), on the hot path of every call: the answer may be stale the
-    moment it is read, locked or not, which is why a future is registered (and its
-    done-callback finds it) before it is checked."""
+    moment it is read, locked or not, which is why a future is registered (where its
+    ``cancel()`` finds it: ``CallFuture``) before it is checked."""
     return future._state in _CANCELLED
 
 
