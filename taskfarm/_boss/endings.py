@@ -15,8 +15,9 @@ from taskfarm._boss.batches import Batches
 from taskfarm._boss.dependencies import Dependencies
 from taskfarm._boss.error_policy import ErrorPolicy
 from taskfarm._boss.lifecycle import Lifecycle
+from taskfarm._boss.started import StartedNotices
 from taskfarm._boss.tasks import Task, TaskBook, TaskState
-from taskfarm._common.messages import Notice, Outcome
+from taskfarm._common.messages import Outcome
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.wire import OUT_OF_BAND_MIN, blob
 
@@ -28,12 +29,13 @@ class Endings:
 
     def __init__(self, book: TaskBook, batches: Batches, deps: Dependencies,
                  policy: ErrorPolicy, lifecycle: Lifecycle,
-                 fail_fast: Callable[[str], None]) -> None:
+                 fail_fast: Callable[[str], None], started: StartedNotices) -> None:
         self.book, self.batches, self.deps = book, batches, deps
         self.policy, self.lifecycle = policy, lifecycle
         self._fail_fast = fail_fast   # called with why, when an ending stops the run
         self.outbox: list[Outcome] = []
-        self.notices: list[Notice] = []   # flushed with the outbox, handled before it
+        self.notices = started.notices  # flushed with the outbox, handled before it
+        self.started = started        # a STARTED notice held is dropped as its task ends
 
     def finish(self, task: Task, outcome: Outcome) -> None:
         """A running (or queued) task ended so: retry it, or record its ending."""
@@ -46,6 +48,7 @@ class Endings:
         if task.attempts:
             outcome = outcome._replace(attempts=tuple(task.attempts))
         task.worker = None
+        self.started.ended(task.tid)
         duration = (outcome.ended - outcome.started) if outcome.started else None
         self.book.finish(task, TaskState(outcome.status),
                          self.batches.classes[task.class_key].qualname, duration,
@@ -72,6 +75,7 @@ class Endings:
         """A task that never started ends 'cancelled' (a prerequisite did not end
         done)."""
         task.move(TaskState.CANCELLED)
+        self.started.ended(task.tid)   # one held from an attempt before (a retry's)
         self.book.stats.record(self.batches.classes[task.class_key].qualname,
                                TaskStatus.CANCELLED, None, None)
         self.batches.release(task.batch_id)

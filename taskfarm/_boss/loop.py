@@ -56,6 +56,7 @@ from taskfarm._boss.launcher import Launcher
 from taskfarm._boss.lifecycle import FarmState, Lifecycle
 from taskfarm._boss.local import LocalBackend
 from taskfarm._boss.prefetch import Prefetch
+from taskfarm._boss.started import StartedNotices
 from taskfarm._boss.stopping import Stopping
 from taskfarm._boss.tasks import Task, TaskBook, TaskState
 from taskfarm._common.errors import SchedulerError
@@ -66,7 +67,6 @@ from taskfarm._common.messages import (
     Control,
     Goodbye,
     Notice,
-    NoticeKind,
     Outcome,
     Outcomes,
     Release,
@@ -125,13 +125,13 @@ class BossLoop:
                                  self.prefetch, self.deadlines, self._began,
                                  config.isolated, config.memory_limit,
                                  config.max_tasks_per_child)
+        self.started = StartedNotices(self.deadlines, config.started_notices)
         self.endings = Endings(self.book, self.batches, self.deps, self.policy,
-                               self.lifecycle, self._fail_fast)
+                               self.lifecycle, self._fail_fast, self.started)
         self.cancels = Cancels(self.book, self.deps, self.endings, self.prefetch,
                                self.backend, self._stop_slot)
         self.stopping = Stopping(self.backend, self.book, self.prefetch, self.launcher,
                                  self.cancels, self._stop_slot)
-        self._started_notices = config.started_notices
         self._cancel_why = ""   # what running tasks are told while CANCELLING
         self._cause = ""        # what ended the run, when not a task (Goodbye.cause)
         self._on_message: dict[type[Any], Callable[[Any], None]] = {
@@ -237,7 +237,7 @@ class BossLoop:
         self.backend.release(msg.names)
 
     def _on_watch(self, msg: Watch) -> None:
-        self._started_notices = msg.started
+        self.started.watch(msg.started, msg.hold)
 
     def _on_signal(self, msg: Control) -> None:
         sig = msg.signal
@@ -345,7 +345,7 @@ class BossLoop:
     def _began(self, task: Task) -> None:
         """A task started running: its timeout, if it has one, starts now. The entry
         number tells this run of the task from a later one (a retry, a requeue)."""
-        if self._started_notices:
+        if self.started.enabled:
             self._say_started(task)
         timeout = task.instructions.get("timeout")
         if timeout:
@@ -354,9 +354,8 @@ class BossLoop:
 
     def _say_started(self, task: Task) -> None:
         slot = task.worker
-        if self._started_notices and slot is not None:
-            self.endings.notices.append(Notice(task.tid, NoticeKind.STARTED,
-                                               (slot.pid, slot.number, task.started)))
+        if self.started.enabled and slot is not None:
+            self.started.say(task.tid, slot.pid, slot.number, task.started)
 
     def _time_out(self, task: Task, entry: int, timeout: float) -> None:
         slot = task.worker
@@ -385,6 +384,8 @@ class BossLoop:
     # ---- the main program, outbound ----------------------------------------------------
 
     def _flush(self) -> None:
+        if self.lifecycle.state.final:  # nothing stays held past the run's end
+            self.started.release(everything=True)
         outbox, notices = self.endings.outbox, self.endings.notices
         if outbox or notices:
             self.send(Outcomes(tuple(outbox), tuple(notices)))

@@ -105,9 +105,12 @@ class Control(NamedTuple):
 
 class Watch(NamedTuple):
     """From now on, send a STARTED notice for each task a worker starts (someone in
-    the main program reads them: ``Boss.events()``, an Executor, a progress bar)."""
+    the main program reads them: ``Boss.events()``, an Executor, a progress bar),
+    holding each ``hold`` seconds and dropping it if the task ends first (its ENDED
+    says it started: see _boss/started.py)."""
 
     started: bool = True
+    hold: float = 0.0
 
 
 class Release(NamedTuple):

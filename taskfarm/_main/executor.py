@@ -60,6 +60,11 @@ _T = TypeVar("_T")
 # multiprocessing start methods, as the farm's ("forkserver": see the module docstring).
 _START_METHODS = {"fork": "fork", "forkserver": "fork", "spawn": "spawn"}
 
+# Seconds the boss holds the notice that a call started, dropped if the call ends
+# meanwhile: most tiny calls then cost one message to the main program, not two
+# (see taskfarm/_boss/started.py); a longer call's future runs that much later.
+STARTED_HOLD = 0.002
+
 # Live executors' machinery, for the interpreter's exit (see _at_exit).
 _LIVE: weakref.WeakSet[_Machinery] = weakref.WeakSet()
 _exiting = False
@@ -128,7 +133,9 @@ class Executor(futures.Executor):
             # of each call, and forget it as its future is settled (Calls._forget).
             boss._events.unsubscribe(boss._ledger)
             boss._events.subscribe(calls)
-            boss._watch_started()   # futures run when their call starts, not before
+            # Futures run when their call starts, not before; a call that ends within
+            # STARTED_HOLD is said to have started by its ending (no notice of its own).
+            boss._watch_started(STARTED_HOLD)
             boss.make_them_work()
             self._machinery = _Machinery(Feeder(boss, worker, calls))
         except BaseException:

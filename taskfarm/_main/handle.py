@@ -328,13 +328,13 @@ class Boss:
             self._send(Cancel(tuple(alive)))
         return alive_names
 
-    def _watch_started(self) -> None:
-        """Have the boss send STARTED notices from now on (only once asked: they cost
-        a little per task). A boss that has exited has nothing more to start."""
+    def _watch_started(self, hold: float = 0.0) -> None:
+        """Have the boss send STARTED notices from now on, each held ``hold`` seconds
+        (dropped if its task ends first). A boss that has exited starts nothing more."""
         if not self._watching and not self._inbox.closed:
             self._watching = True
             with contextlib.suppress(BossStateError, BossDiedError):
-                self._send(Watch())
+                self._send(Watch(True, hold))
 
     def get_report(self, interim: bool = True, timeout: float | None = None) -> Report:
         """A report on the farm. ``interim=True``: now, while it works (SEND_REPORT;
