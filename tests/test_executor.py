@@ -38,6 +38,7 @@ import pytest
 from workers import Gate, Mailbox
 
 import taskfarm
+from taskfarm._main import executor as executor_module
 
 WAIT = 30.0   # the longest any wait in these tests may take
 
@@ -352,6 +353,22 @@ def test_a_future_runs_only_once_a_worker_started_it(start_method: str, gate: Ga
         assert queued.cancelled()
         done, _ = futures.wait([queued], timeout=WAIT)
         assert done == {queued}
+
+
+def test_a_cancel_while_the_start_is_held_stops_the_call(
+        gate: Gate, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boss holds the news that a call started (STARTED_HOLD): until it comes, the
+    call may still be cancelled, and it is stopped as for a timeout."""
+    monkeypatch.setattr(executor_module, "STARTED_HOLD", 60.0)
+    with taskfarm.Executor(1) as executor:
+        held = executor.submit(wait_at, gate, mailbox, "held")
+        mailbox.read(1, timeout=WAIT)     # the worker runs it
+        assert not held.running()
+        assert held.cancel()
+        # Its process is stopped and replaced: the next call runs although the gate
+        # stays shut.
+        assert executor.submit(add, 2, 3).result(timeout=WAIT) == 5
+        assert held.cancelled()
 
 
 def test_shutdown_cancels_what_has_not_started(start_method: str, gate: Gate,
