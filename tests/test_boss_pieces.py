@@ -20,6 +20,7 @@ from typing import cast
 
 import pytest
 
+from schedulers import MaxThreadsScheduler
 from taskfarm._boss import error_policy
 from taskfarm._boss.backend import Slot
 from taskfarm._boss.batches import Batches
@@ -584,3 +585,24 @@ def test_a_requeued_task_goes_back_to_the_front() -> None:
     assert tasks[0].state is TaskState.PENDING and "scheduler_ticket" not in tasks[0].instructions
     assert [i["name"] for i in book.pending[:3]] == ["t0", "t1", "t2"]
     assert book.lookup(book.pending[0]) is tasks[0]
+
+
+def test_a_queued_task_being_taken_back_holds_its_slot_for_the_scheduler() -> None:
+    """Its process moved on to it while a take-back was on its way: until the answer
+    says whether it started, the scheduler counts it as running, so no launch sees a
+    free place that no process has (a farm of two once started a third process)."""
+    book = TaskBook()
+    first, second, third = _task(1), _task(2), _task(3)
+    for task in (first, second, third):
+        book.add(task)
+    book.launch(first, queued=False, now=1.0)
+    book.launch(second, queued=True, now=1.0)
+    book.finish(first, TaskState.DONE, "Add", duration=1.0, peak_rss=None)
+    book.occupy(second)
+    assert second.state is TaskState.QUEUED and set(book.running_view) == {"t2"}
+    chosen, _ = MaxThreadsScheduler(1).launchable(book.pending, book.running_view, book.stats)
+    assert list(chosen) == []
+    book.requeue(second)     # the answer: it had not started
+    assert not book.running_view
+    chosen, _ = MaxThreadsScheduler(1).launchable(book.pending, book.running_view, book.stats)
+    assert [i["name"] for i in chosen] == ["t2"]

@@ -314,11 +314,13 @@ class BossLoop:
                 return
 
     def _next_began(self, slot: Slot) -> None:
-        """The slot moved on to the task queued first, unless that one is being
-        taken back (its Skip will say whether it started)."""
-        if slot.tasks:
-            task = slot.tasks[0]
-            if task.state is TaskState.QUEUED and task.tid not in self.prefetch.skipping:
+        """The slot moved on to the task queued first. One being taken back holds the
+        slot as if running until its Skip says whether it started (TaskBook.occupy)."""
+        task = slot.tasks[0] if slot.tasks else None
+        if task is not None and task.state is TaskState.QUEUED:
+            if task.tid in self.prefetch.skipping:
+                self.book.occupy(task)
+            else:
                 self.book.begin(task, time.time())
                 self._began(task)
 
@@ -375,8 +377,7 @@ class BossLoop:
         self._cancel(FarmState.FAILED, why, f"fail-fast: {why}")
 
     def _cancel(self, outcome: FarmState, reason: str, why: str) -> None:
-        """STOP_RIGHTNOW or fail-fast: decide how the run ends, then (in the loop,
-        outside any handler) stop every busy slot; the run ends once they are gone."""
+        """STOP_RIGHTNOW or fail-fast: decide the outcome; the loop stops busy slots."""
         if self.lifecycle.state is not FarmState.CANCELLING:
             self.lifecycle.cancel(outcome, reason)
             self._cancel_why = why
@@ -389,8 +390,7 @@ class BossLoop:
         outbox, notices = self.endings.outbox, self.endings.notices
         if outbox or notices:
             self.send(Outcomes(tuple(outbox), tuple(notices)))
-            outbox.clear()
-            notices.clear()
+            del outbox[:], notices[:]
 
     def send(self, msg: Message) -> None:
         try:

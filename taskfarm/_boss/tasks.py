@@ -257,6 +257,14 @@ class TaskBook:
         task.started = now
         self.running_view[task.name] = task.instructions
 
+    def occupy(self, task: Task) -> None:
+        """A queued task whose process moved on to it while it was being taken back:
+        whether it started, the worker's answer will say. Until then the scheduler
+        counts it among the running (it holds its process, and its ticket), so that
+        no launch finds fewer running tasks than busy processes and starts one more
+        process; requeue() or finish() takes it out again."""
+        self.running_view[task.name] = task.instructions
+
     def withdraw(self, task: Task) -> None:
         """A pending task that has just ended without running (cancelled) leaves the
         pending queue."""
