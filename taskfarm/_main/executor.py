@@ -46,10 +46,11 @@ from concurrent.futures import Future
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from schedulers import BaseScheduler, MaxThreadsScheduler
+from taskfarm._common.system import available_cpus
 from taskfarm._main.executor_farm import Calls
 from taskfarm._main.executor_feeder import Feeder
 from taskfarm._main.executor_outcome import ExecutorBrokenError
-from taskfarm._main.executor_worker import call_worker_class
+from taskfarm._main.executor_worker import ChunkFailure, call_worker_class
 from taskfarm._main.handle import Boss
 
 __all__ = ["Executor"]
@@ -59,6 +60,16 @@ _T = TypeVar("_T")
 
 # multiprocessing start methods, as the farm's ("forkserver": see the module docstring).
 _START_METHODS = {"fork": "fork", "forkserver": "fork", "spawn": "spawn"}
+
+# map(chunksize > 1) gives up to MAX_GROUP chunks to the boss as one task, while that
+# leaves at least GROUP_TASKS tasks per worker (so the last tasks cannot hold the end
+# back by more than about 1/GROUP_TASKS): the boss's turn per task, not the chunk, is
+# what bounds tiny calls. Each chunk still raises where it would alone (ChunkFailure);
+# a worker process that dies fails the chunks of its task together. Only for
+# executors without timeout, retries, max_tasks_per_child, isolated or on_error=
+# "raise", which apply per task.
+MAX_GROUP = 8
+GROUP_TASKS = 32
 
 # Seconds the boss holds the notice that a call started, dropped if the call ends
 # meanwhile: most tiny calls then cost one message to the main program, not two
@@ -142,6 +153,9 @@ class Executor(futures.Executor):
             boss.close()
             raise
         self.name = boss.name
+        self._grouping = not (timeout or retries or isolated or max_tasks_per_child
+                              or on_error == "raise")
+        self._workers = max_workers or available_cpus()
         # Dropping the executor shuts it down without waiting: nothing submitted is lost.
         weakref.finalize(self, self._machinery.close, False).atexit = False
 
@@ -162,26 +176,35 @@ class Executor(futures.Executor):
         now, results are yielded in order, each exception is raised at its position,
         and ``TimeoutError`` once ``timeout`` seconds (from this call) have passed.
 
-        ``chunksize`` calls travel as one task: far fewer messages for tiny calls (an
-        exception in a chunk is raised at the chunk's first position). Results already
-        yielded are not kept.
+        ``chunksize`` calls make a chunk: an exception in a chunk is raised at the
+        chunk's first position, after every result before it. A long map gives the
+        boss up to ``MAX_GROUP`` chunks as one task (see there): far fewer turns of
+        the boss for tiny calls, and a worker process that dies fails its task's
+        chunks together. Results already yielded are not kept.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end = None if timeout is None else time.monotonic() + timeout
         calls: list[tuple[Any, dict[str, Any] | None]]
-        if chunksize > 1 and len(iterables) == 1:
-            # Over one iterable a chunk is its items, not 1-tuples of them: less to
-            # build and pickle here, and the worker maps fn over them.
-            values = list(iterables[0])
-            calls = [((values[i:i + chunksize],), None)
-                     for i in range(0, len(values), chunksize)]
-            del values
+        star = len(iterables) != 1
+        # Over one iterable a chunk is its items, not 1-tuples of them: less to build
+        # and pickle here, and the worker maps fn over them.
+        values = list(zip(*iterables) if star else iterables[0])  # noqa: B905 - the shortest
+        chunks = -(-len(values) // chunksize)
+        group = min(MAX_GROUP, chunks // (GROUP_TASKS * self._workers)) \
+            if self._grouping and chunksize > 1 else 1
+        if group > 1:  # several chunks per task: see MAX_GROUP
+            step = group * chunksize
+            calls = [((values[i:i + step], chunksize, star), None)
+                     for i in range(0, len(values), step)]
+        elif chunksize == 1:
+            calls = [(args, {}) for args in values] if star else \
+                [((value,), {}) for value in values]
         else:
-            items = list(zip(*iterables))  # noqa: B905 - as the built-in map: the shortest
-            calls = [(args, {}) for args in items] if chunksize == 1 else \
-                [(items[i:i + chunksize], None) for i in range(0, len(items), chunksize)]
-            del items
+            calls = [(values[i:i + chunksize], None) if star else
+                     ((values[i:i + chunksize],), None)
+                     for i in range(0, len(values), chunksize)]
+        del values
         machinery = self._machinery
         submitted = machinery.calls.add(fn, calls, machinery.refuse)
         del calls
@@ -237,7 +260,8 @@ class _Machinery:
 
 def _results(submitted: list[Future[Any]], end: float | None,
              chunked: bool) -> Iterator[Any]:
-    """The results of map, in order (CPython's own iterator, chunks flattened)."""
+    """The results of map, in order (CPython's own iterator, chunks flattened; the
+    chunks of a task of several yield their results up to the one that raised)."""
     submitted.reverse()  # popped from the end: nothing yielded stays referenced here
     try:
         while submitted:
@@ -246,9 +270,14 @@ def _results(submitted: list[Future[Any]], end: float | None,
                 yield _result_or_cancel(submitted.pop(), left)
                 continue
             chunk = _result_or_cancel(submitted.pop(), left)
+            failure = None
+            if type(chunk) is ChunkFailure:
+                failure, chunk = chunk, chunk.results
             chunk.reverse()
             while chunk:
                 yield chunk.pop()
+            if failure is not None:
+                raise failure.exception()
     finally:
         for future in submitted:
             future.cancel()

@@ -101,9 +101,63 @@ class CallWorker(Worker):
             return pack([fn(*args) for args in call])
         if len(call) == 1:  # a chunk of map over one iterable: one result per item
             return pack(list(map(fn, call[0])))
+        if len(call) == 3:  # several chunks of map: see run_chunks
+            return run_chunks(fn, *call)
         args, kwargs = call
         del call
         return pack(fn(*args, **kwargs))
+
+
+class ChunkFailure:
+    """What a task of several ``map`` chunks returns when one of them raised: the
+    results of the chunks before it, in order, and that chunk's exception as it
+    travels (:func:`taskfarm._worker.run.describe`). The main program yields the
+    results, then raises the exception, rebuilt with the worker's frames: exactly
+    where a task per chunk would have raised it."""
+
+    def __init__(self, results: list[Any], error: tuple[str, str, str, bytes | None]
+                 ) -> None:
+        self.results = results
+        self.error_type, self.error_text, self.traceback, self.error_blob = error
+
+    def exception(self) -> BaseException:
+        from taskfarm._main.executor_outcome import remote_traceback
+        from taskfarm._main.inbox import rebuild_exception
+
+        exc = rebuild_exception(self.error_blob, self.error_type, self.error_text,
+                                self.traceback, "a map chunk")
+        if exc.__cause__ is None and self.traceback:
+            exc.__cause__ = remote_traceback(self.traceback)
+        return exc
+
+
+def run_chunks(fn: Callable[..., Any], items: list[Any], size: int, star: bool) -> Any:
+    """Several chunks of ``size`` items of one ``map``, in one task (see
+    ``Executor.map``): each item an argument tuple (``star``) or one argument. Runs
+    them in order and returns their results as one list; when a chunk raises (or its
+    results cannot be pickled), a :class:`ChunkFailure` with the chunks before it,
+    and the chunks after it do not run."""
+    from taskfarm._worker.run import StopRequested, describe
+
+    results: list[Any] = []
+    for start in range(0, len(items), size):
+        chunk = items[start:start + size]
+        try:
+            results.extend([fn(*args) for args in chunk] if star else map(fn, chunk))
+        except (StopRequested, KeyboardInterrupt):
+            raise   # the task is being stopped: not a chunk's own failure
+        except BaseException as exc:
+            del results[start:]
+            return pack(ChunkFailure(results, describe(exc)))
+    try:
+        return pack(results)
+    except BaseException:   # a result that cannot be pickled: which chunk's?
+        for start in range(0, len(results), size):
+            try:
+                pack(results[start:start + size])
+            except BaseException as exc:
+                return pack(ChunkFailure(results[:start], describe(exc)))
+        raise
 
 
 def call_worker_class(initializer: Callable[..., object] | None,

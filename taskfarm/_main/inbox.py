@@ -313,13 +313,21 @@ def _unpickle_emitted(data: bytes, task_name: str) -> Any:
 
 
 def _rebuild_exception(o: Outcome, task_name: str) -> BaseException:
-    """The worker's own exception with its frames, or a RemoteTaskError with its text."""
-    if o.error_blob is not None:
+    return rebuild_exception(o.error_blob, o.error_type, o.error_text, o.traceback,
+                             task_name)
+
+
+def rebuild_exception(error_blob: bytes | None, error_type: str | None,
+                      error_text: str | None, traceback: str | None,
+                      task_name: str) -> BaseException:
+    """The worker's own exception with its frames (from what ``describe`` in
+    taskfarm._worker.run made of it), or a RemoteTaskError with its text."""
+    if error_blob is not None:
         try:
-            exc, tb_dict = pickle.loads(o.error_blob)
+            exc, tb_dict = pickle.loads(error_blob)
             if isinstance(exc, BaseException):
                 return exc.with_traceback(tblib.Traceback.from_dict(tb_dict).as_traceback())
         except Exception:
             pass
-    return RemoteTaskError(f"task {task_name!r} raised {o.error_type}: {o.error_text}",
-                           task_name, o.traceback, o.error_type)
+    return RemoteTaskError(f"task {task_name!r} raised {error_type}: {error_text}",
+                           task_name, traceback, error_type)

@@ -289,6 +289,17 @@ def _load(into: dict[int, _T], blobs: dict[tuple[str, int], bytes], kind: str,
 def _failure(state: ProcessState, tid: int, ticket: int | None, started: float,
              exc: BaseException, setup_time: float, cpu_time: float | None) -> Outcome:
     ended = time.time()
+    type_name, message, text, error_blob = describe(exc)
+    return Outcome.failed(tid, error_type=type_name, error_text=message, traceback=text,
+                          error_blob=error_blob, pid=state.pid, ticket=ticket,
+                          started=started, ended=ended, peak_rss=_peak_rss(), cpu=state.cpu,
+                          setup_time=setup_time, cpu_time=cpu_time)
+
+
+def describe(exc: BaseException) -> tuple[str, str, str, bytes | None]:
+    """How an exception raised in a task travels: its type's qualified name, its text,
+    its formatted traceback, and the pickled (exception, tblib traceback dict) that
+    rebuilds it with its frames in the main program (None if it cannot be pickled)."""
     text = "".join(traceback.format_exception(exc))
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     try:
@@ -303,7 +314,4 @@ def _failure(state: ProcessState, tid: int, ticket: int | None, started: float,
         pickle.loads(error_blob)  # an exception whose constructor takes odd arguments fails here
     except BaseException:
         error_blob = None
-    return Outcome.failed(tid, error_type=type_name, error_text=message, traceback=text,
-                          error_blob=error_blob, pid=state.pid, ticket=ticket,
-                          started=started, ended=ended, peak_rss=_peak_rss(), cpu=state.cpu,
-                          setup_time=setup_time, cpu_time=cpu_time)
+    return type_name, message, text, error_blob
