@@ -371,6 +371,31 @@ def test_a_cancel_while_the_start_is_held_stops_the_call(
         assert held.cancelled()
 
 
+def test_cancelling_twice_or_after_shutdown_logs_nothing(
+        gate: Gate, mailbox: Mailbox, caplog: pytest.LogCaptureFixture) -> None:
+    """A future cancelled again (by its caller, by shutdown(cancel_futures=True), by a
+    map's iterator closing) stays quietly cancelled: concurrent.futures logs CRITICAL
+    "in unexpected state" if a cancelled future is notified twice."""
+    executor = taskfarm.Executor(1)
+    try:
+        running = executor.submit(wait_at, gate, mailbox, "running")
+        mailbox.read(1, timeout=WAIT)
+        queued = executor.submit(add, 1, 2)
+        assert queued.cancel() and queued.cancel()
+        results = executor.map(add, range(20), chunksize=2)
+        executor.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(futures.CancelledError):
+            list(results)
+        gate.release(1)
+        assert running.result(timeout=WAIT) > 0
+        done, _ = futures.wait([queued], timeout=WAIT)
+        assert done == {queued}
+    finally:
+        gate.release(1)
+        executor.shutdown(wait=True)
+    assert not [r for r in caplog.records if r.name == "concurrent.futures"]
+
+
 def test_shutdown_cancels_what_has_not_started(start_method: str, gate: Gate,
                                                mailbox: Mailbox) -> None:
     executor = taskfarm.Executor(1)

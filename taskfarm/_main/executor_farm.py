@@ -37,6 +37,7 @@ from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
     finish,
     initializer_failure,
+    notify_cancelled,
     set_running,
     settle,
 )
@@ -153,10 +154,7 @@ class Calls:
     def on_cancelled(self, future: Future[Any]) -> None:
         """A future was cancelled (:meth:`CallFuture.cancel`): notify ``wait()``, and
         ask the boss to cancel its task if it was sent. Harmless if called again."""
-        try:
-            future.set_running_or_notify_cancel()  # the waiters of wait() learn it here
-        except RuntimeError:
-            pass
+        notify_cancelled(future)  # the waiters of wait() learn it here
         with self.lock:
             name = self.names.pop(future, None)
             if name is not None:

@@ -25,7 +25,7 @@ whose ``_RemoteTraceback`` it is), unless it had a cause of its own.
 from __future__ import annotations
 
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any
 
@@ -41,6 +41,7 @@ from taskfarm._main.report import TaskReport
 
 _DONE = TaskStatus.DONE
 _CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
+_NOT_PENDING = frozenset({CANCELLED_AND_NOTIFIED, FINISHED, RUNNING})
 
 
 class WorkerDiedError(WorkerKilledError, BrokenProcessPool):
@@ -61,12 +62,7 @@ def start(future: Future[Any]) -> bool:
     first (its call's outcome is then dropped)."""
     if future.running():
         return True
-    if future.cancelled():
-        return False
-    try:
-        return future.set_running_or_notify_cancel()
-    except RuntimeError:  # cancelled, and notified, in another thread meanwhile
-        return False
+    return set_running(future)
 
 
 def settle(future: Future[Any], *, result: Any = None,
@@ -94,11 +90,22 @@ def cancelled(future: Future[Any]) -> bool:
 def set_running(future: Future[Any]) -> bool:
     """Mark a future running, from the sink (its call started, or ended with no STARTED
     notice before): False if it was cancelled first (or already failed, the executor
-    broken). One lock round trip where :func:`start` takes three."""
-    try:
+    broken). ``set_running_or_notify_cancel`` logs CRITICAL for a future in any other
+    state than pending or cancelled: those are answered here, under the future's own
+    (reentrant) lock, without asking it."""
+    with future._condition:
+        if future._state in _NOT_PENDING:
+            return False
         return future.set_running_or_notify_cancel()
-    except RuntimeError:
-        return False
+
+
+def notify_cancelled(future: Future[Any]) -> None:
+    """Tell ``wait()`` and ``as_completed()`` that a cancelled future is done, once
+    (the second time would log CRITICAL): from :meth:`CallFuture.cancel`, which may
+    be called again on a future already cancelled."""
+    with future._condition:
+        if future._state == CANCELLED:
+            future.set_running_or_notify_cancel()
 
 
 def finish(future: Future[Any], running: bool, report: TaskReport) -> BaseException | None:
