@@ -111,6 +111,18 @@ def test_a_result_that_cannot_be_pickled_fails_its_own_chunk(
     assert "pickl" in f"{type(exc).__name__} {exc}".lower()
 
 
+def test_an_argument_that_cannot_be_pickled_fails_its_own_chunk(
+        executor: taskfarm.Executor) -> None:
+    items: list[Any] = list(range(60))
+    items[27] = threading.Lock()    # in the chunk of 25-29
+    got, exc = consume(executor.map(product, items, [1] * 60, chunksize=5, timeout=WAIT))
+    assert got == list(range(25))
+    assert exc is not None and "pickl" in f"{type(exc).__name__} {exc}".lower()
+    got, exc = consume(executor.map(abs, [threading.Lock(), *range(30)], chunksize=5,
+                                    timeout=WAIT))
+    assert got == [] and exc is not None   # in the first chunk: nothing before it
+
+
 def test_system_exit_in_a_chunk_arrives_as_itself(executor: taskfarm.Executor) -> None:
     got, exc = consume(executor.map(leave_at, range(40), [9] * 40, chunksize=3,
                                     timeout=WAIT))

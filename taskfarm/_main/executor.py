@@ -269,15 +269,17 @@ def _results(submitted: list[Future[Any]], end: float | None,
             if not chunked:
                 yield _result_or_cancel(submitted.pop(), left)
                 continue
-            chunk = _result_or_cancel(submitted.pop(), left)
-            failure = None
+            future = submitted.pop()
+            chunk = _result_or_cancel(future, left)
+            error = getattr(future, "then_raise", None)
+            del future
             if type(chunk) is ChunkFailure:
-                failure, chunk = chunk, chunk.results
+                error, chunk = chunk.exception(), chunk.results
             chunk.reverse()
             while chunk:
                 yield chunk.pop()
-            if failure is not None:
-                raise failure.exception()
+            if error is not None:
+                raise error
     finally:
         for future in submitted:
             future.cancel()

@@ -60,6 +60,10 @@ class CallFuture(Future[Any]):
     a call not started yet is dropped or cancelled at the boss. (A done-callback on
     every future would say as much, at the cost of a lock and a list per call.)"""
 
+    # Raised by Executor.map after this future's results: the error of a map chunk
+    # that could not be pickled, behind the chunks of its task that could.
+    then_raise: BaseException | None = None
+
     def __init__(self, calls: Calls) -> None:
         super().__init__()
         self._calls = calls

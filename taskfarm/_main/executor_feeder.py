@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from taskfarm._main.batch import call_policies, prepare_calls
-from taskfarm._main.executor_farm import Calls, Submitted
+from taskfarm._main.executor_farm import CallFuture, Calls, Submitted
 from taskfarm._main.executor_functions import FunctionBlobs
 from taskfarm._main.executor_outcome import ExecutorBrokenError, cancelled, settle
 from taskfarm._main.executor_worker import CallWorker, dumps_call
@@ -122,8 +122,12 @@ class Feeder:
                 try:
                     blobs.append(_pickled("the arguments", dumps_call, args, kwargs))
                 except BaseException as exc:
-                    self._fail([(name, future)], exc)
-                    continue
+                    blob = _first_chunks(args, future, exc) if kwargs is None \
+                        and isinstance(future, CallFuture) and len(args) == 3 else None
+                    if blob is None:
+                        self._fail([(name, future)], exc)
+                        continue
+                    blobs.append(blob)
                 given.append(name)
             del group
             if given and not self._give(fn_blob, given, blobs):
@@ -192,6 +196,28 @@ class Feeder:
         if left:  # the boss died, or a call could not be given
             calls.break_executor(ExecutorBrokenError(
                 f"the boss of the executor ({boss.name}) ended before this call did"))
+
+
+def _first_chunks(args: tuple[Any, ...], future: CallFuture, exc: BaseException
+                  ) -> bytes | None:
+    """Several chunks of a ``map`` (see ``Executor.map``) whose items cannot all be
+    pickled: the chunks before the first one that cannot, pickled to be the task, and
+    the future told to raise that chunk's error after their results
+    (``CallFuture.then_raise``), as a task per chunk would have; None when it is the
+    first chunk (the future fails as it is)."""
+    if isinstance(exc, KeyboardInterrupt):  # not the items' doing
+        return None
+    items, size, star = args
+    for start in range(0, len(items), size):
+        try:
+            _pickled("the arguments", dumps_call, (items[start:start + size], size, star),
+                     None)
+        except BaseException as chunk_exc:
+            if start == 0:
+                return None
+            future.then_raise = chunk_exc
+            return _pickled("the arguments", dumps_call, (items[:start], size, star), None)
+    return None   # each chunk alone can be pickled: the future fails as it is
 
 
 def _pickled(what: str, dumps: Callable[..., bytes], *args: Any) -> bytes:
