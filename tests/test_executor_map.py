@@ -123,6 +123,18 @@ def test_an_argument_that_cannot_be_pickled_fails_its_own_chunk(
     assert got == [] and exc is not None   # in the first chunk: nothing before it
 
 
+def test_a_chunk_of_three_that_cannot_be_pickled_is_one_chunk(
+        executor: taskfarm.Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk (not several) of three argument tuples fails as one chunk: only several
+    chunks are searched for the one that cannot be pickled."""
+    monkeypatch.setattr(executor_module, "MAX_GROUP", 1)
+    items: list[Any] = [1, 2, 3, threading.Lock(), 5, 6]
+    got, exc = consume(executor.map(product, items, [1] * 6, chunksize=3, timeout=WAIT))
+    assert got == [1, 2, 3]
+    assert exc is not None and "pickl" in f"{type(exc).__name__} {exc}".lower()
+    assert executor.submit(product, 2, 3).result(timeout=WAIT) == 6   # not broken
+
+
 def test_system_exit_in_a_chunk_arrives_as_itself(executor: taskfarm.Executor) -> None:
     got, exc = consume(executor.map(leave_at, range(40), [9] * 40, chunksize=3,
                                     timeout=WAIT))

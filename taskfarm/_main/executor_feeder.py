@@ -122,8 +122,11 @@ class Feeder:
                 try:
                     blobs.append(_pickled("the arguments", dumps_call, args, kwargs))
                 except BaseException as exc:
-                    blob = _first_chunks(args, future, exc) if kwargs is None \
-                        and isinstance(future, CallFuture) and len(args) == 3 else None
+                    # Several chunks of a map are (items, size, star), a tuple; one
+                    # chunk is a list of argument tuples, or a 1-tuple of items.
+                    several = kwargs is None and type(args) is tuple and len(args) == 3
+                    blob = _first_chunks(args, future, exc) \
+                        if several and isinstance(future, CallFuture) else None
                     if blob is None:
                         self._fail([(name, future)], exc)
                         continue
