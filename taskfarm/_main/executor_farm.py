@@ -26,6 +26,7 @@ executor down without waiting, and submitted work still finishes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -54,6 +55,32 @@ Submitted = tuple[Callable[..., Any], Sequence[tuple[Any, dict[str, Any] | None]
                   tuple[Future[Any], ...], list[str]]
 
 
+class _FutureCondition(threading.Condition):
+    """A future's condition: ``threading.Condition`` over an RLock, whose lock methods
+    are the class's own rather than five bound methods made per instance. Thousands
+    of futures are in flight at once; each bound method is one more object for the
+    garbage collector to allocate and walk again and again while they wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiters: collections.deque[Any] = collections.deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _release_save(self) -> Any:
+        return self._lock._release_save()  # type: ignore[attr-defined]
+
+    def _acquire_restore(self, state: Any) -> None:
+        self._lock._acquire_restore(state)  # type: ignore[attr-defined]
+
+    def _is_owned(self) -> bool:
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
+
+
 class CallFuture(Future[Any]):
     """The future of one call (or one ``map`` chunk): a genuine
     ``concurrent.futures.Future`` that tells its executor when it is cancelled, so that
@@ -66,6 +93,7 @@ class CallFuture(Future[Any]):
 
     def __init__(self, calls: Calls) -> None:
         super().__init__()
+        self._condition = _FutureCondition()
         self._calls = calls
 
     def cancel(self) -> bool:
