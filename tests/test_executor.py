@@ -171,6 +171,13 @@ def farm_processes() -> list[psutil.Process]:
             and p.status() != psutil.STATUS_ZOMBIE and "taskfarm" in " ".join(p.cmdline())]
 
 
+def run_script(script: Any, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[bytes]:
+    """Run a program of the test's own in a fresh interpreter; its output, captured."""
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          timeout=WAIT, env=env, check=False)
+
+
 def executor_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate()
             if t.name in ("taskfarm-executor", "taskfarm-receiver")]
@@ -262,8 +269,7 @@ def test_functions_of_main_see_the_globals_of_the_moment(tmp_path: Any) -> None:
         "        defaulted.__defaults__ = (5,)\n"
         "        got.append(executor.submit(defaulted, 1).result())\n"
         "        print(got)\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=WAIT,
-                          check=False)
+    done = run_script(script)
     assert done.stdout.strip() == b"[2, 1000000, 2, 3, 2, 11, 2, 6]", done.stderr
 
 
@@ -464,8 +470,7 @@ def test_pending_calls_finish_quietly_at_interpreter_exit(start_method: str,
     script.write_text(EXIT_SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [os.path.dirname(__file__), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    done = subprocess.run([sys.executable, str(script), "boss"], capture_output=True,
-                          timeout=WAIT, env=env, check=False)
+    done = run_script(script, "boss", env=env)
     assert done.returncode == 0
     assert done.stdout.strip() == b"apple"
     assert done.stderr == b""
@@ -483,8 +488,7 @@ def test_submit_after_interpreter_shutdown_is_refused(tmp_path: Any) -> None:
         "        print(exc)\n"
         "executor = taskfarm.Executor(1)\n"
         "executor.submit(id, 42).result()\n")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=WAIT,
-                          check=False)
+    done = run_script(script)
     assert done.stdout.strip() == b"cannot schedule new futures after interpreter shutdown"
 
 

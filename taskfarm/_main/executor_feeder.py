@@ -26,7 +26,7 @@ from taskfarm._main.batch import call_policies, prepare_calls
 from taskfarm._main.executor_farm import CallFuture, Calls, Submitted
 from taskfarm._main.executor_functions import FunctionBlobs
 from taskfarm._main.executor_outcome import ExecutorBrokenError, cancelled, settle
-from taskfarm._main.executor_worker import CallWorker, dumps_call
+from taskfarm._main.executor_worker import CallWorker, dumps_call, first_unpicklable
 from taskfarm._main.handle import Boss
 
 # While calls are out, how often the feeder checks that the boss is still there
@@ -211,16 +211,12 @@ def _first_chunks(args: tuple[Any, ...], future: CallFuture, exc: BaseException
     if isinstance(exc, KeyboardInterrupt):  # not the items' doing
         return None
     items, size, star = args
-    for start in range(0, len(items), size):
-        try:
-            _pickled("the arguments", dumps_call, (items[start:start + size], size, star),
-                     None)
-        except BaseException as chunk_exc:
-            if start == 0:
-                return None
-            future.then_raise = chunk_exc
-            return _pickled("the arguments", dumps_call, (items[:start], size, star), None)
-    return None   # each chunk alone can be pickled: the future fails as it is
+    found = first_unpicklable(items, size, lambda chunk: _pickled(
+        "the arguments", dumps_call, (chunk, size, star), None))
+    if found is None or found[0] == 0:  # the future fails as it is
+        return None
+    start, future.then_raise = found
+    return _pickled("the arguments", dumps_call, (items[:start], size, star), None)
 
 
 def _pickled(what: str, dumps: Callable[..., bytes], *args: Any) -> bytes:

@@ -152,12 +152,24 @@ def run_chunks(fn: Callable[..., Any], items: list[Any], size: int, star: bool) 
     try:
         return pack(results)
     except BaseException:   # a result that cannot be pickled: which chunk's?
-        for start in range(0, len(results), size):
-            try:
-                pack(results[start:start + size])
-            except BaseException as exc:
-                return pack(ChunkFailure(results[:start], describe(exc)))
-        raise
+        found = first_unpicklable(results, size, pack)
+        if found is None:
+            raise
+        start, error = found
+        return pack(ChunkFailure(results[:start], describe(error)))
+
+
+def first_unpicklable(values: list[Any], size: int, dumps: Callable[[list[Any]], Any]
+                      ) -> tuple[int, BaseException] | None:
+    """Where the first chunk of ``size`` values that ``dumps`` cannot pickle starts,
+    and its error (None if each chunk alone can be pickled): the search behind a map
+    task whose arguments (main program) or results (worker) cannot all travel."""
+    for start in range(0, len(values), size):
+        try:
+            dumps(values[start:start + size])
+        except BaseException as exc:
+            return start, exc
+    return None
 
 
 def call_worker_class(initializer: Callable[..., object] | None,
