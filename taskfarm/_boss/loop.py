@@ -347,8 +347,7 @@ class BossLoop:
     def _began(self, task: Task) -> None:
         """A task started running: its timeout, if it has one, starts now. The entry
         number tells this run of the task from a later one (a retry, a requeue)."""
-        if self.started.enabled:
-            self._say_started(task)
+        self._say_started(task)
         timeout = task.instructions.get("timeout")
         if timeout:
             entry = task.entry
