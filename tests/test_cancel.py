@@ -4,6 +4,9 @@ another in a worker, or running; with real worker processes."""
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from workers import Add, Blocker, Checkpointing, Gate, Mailbox
 
 import taskfarm
 from schedulers import MaxThreadsScheduler
+from taskfarm._common.processes import signal_family
 
 pytestmark = pytest.mark.usefixtures("start_method")
 
@@ -98,6 +102,35 @@ def test_a_running_task_is_stopped_and_cleans_up(gate: Gate, mailbox: Mailbox,
     assert report["bystander"].ok
     assert (tmp_path / "bystander.finally").exists()
     assert not (tmp_path / "bystander.checkpoint").exists()
+
+
+def test_a_stop_signal_reaches_a_worker_once() -> None:
+    """A worker is signalled with the process group it leads (what its tasks started):
+    it is in that group, so it must get the signal once. A second SIGTERM arriving
+    while the first one's StopRequested runs the task's ``finally`` cut the cleanup
+    short (seen once in CI: no ``victim.finally`` above). A real-time signal, which
+    queues where SIGTERM merges, counts the deliveries."""
+    sig = int(signal.SIGRTMIN)
+    code = (f"import os, signal, sys\n"
+            f"signal.pthread_sigmask(signal.SIG_BLOCK, {{{sig}}})\n"
+            f"os.setpgid(0, 0)\n"
+            f"print('ready', flush=True)\n"
+            f"sys.stdin.readline()\n"
+            f"count = 0\n"
+            f"while signal.sigtimedwait({{{sig}}}, 0) is not None:\n"
+            f"    count += 1\n"
+            f"print(count, flush=True)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        signal_family(child.pid, sig)
+        out, _ = child.communicate(b"\n", timeout=WAIT)
+        assert out.strip() == b"1"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_a_task_that_ended_keeps_its_ending() -> None:

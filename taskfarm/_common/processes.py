@@ -11,6 +11,7 @@ for the exit paths, where waiting is the point.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -157,12 +158,23 @@ def kill_quietly(pid: int, sig: int) -> None:
         pass
 
 
-def signal_family(pid: int, sig: int) -> None:
+def signal_family(pid: int, sig: int, pidfd: int | None = None) -> None:
     """Send a signal to a worker and to its process group: a worker leads a group of
     its own (see taskfarm._worker.serve), which the processes its tasks start join, so
     they end with it. Called only while ``pid`` is not reaped, so the group id cannot
-    belong to anyone else."""
-    kill_quietly(pid, sig)
+    belong to anyone else. The worker gets it once: a worker that leads its group
+    gets it through the group (a second SIGTERM arriving while the first one's
+    StopRequested runs a task's ``finally`` would cut that cleanup short). With its
+    ``pidfd``, the worker alone is signalled through it."""
+    try:
+        leads = os.getpgid(pid) == pid
+    except OSError:
+        leads = False
+    if not leads and pidfd is not None:  # not yet in a group of its own: itself
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(pidfd, sig)
+    elif not leads:
+        kill_quietly(pid, sig)
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

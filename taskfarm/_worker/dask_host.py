@@ -56,6 +56,7 @@ from taskfarm._common.processes import (
     ExitInfo,
     end_descendants,
     reap,
+    signal_family,
 )
 from taskfarm._common.waiting import readable
 from taskfarm._common.wire import Channel, Message, dumps
@@ -156,14 +157,7 @@ class TaskfarmHost(WorkerPlugin):
             proc = self.proc
             if proc is None or proc.token != token or proc.reaped:
                 return False
-            try:
-                signal.pidfd_send_signal(proc.pidfd, sig)
-            except OSError:
-                pass
-            try:
-                os.killpg(proc.pid, sig)   # not reaped: the group is still its own
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_family(proc.pid, sig, proc.pidfd)  # not reaped: the group is its own
             return True
 
     # ---- what the boss's Dask tasks call (in a worker thread) ----------------------------
