@@ -54,6 +54,9 @@ class Endings:
                          self.batches.classes[task.class_key].qualname, duration,
                          outcome.peak_rss)
         self.batches.release(task.batch_id)
+        if outcome.expressed:  # the main program has its result already (express.py)
+            self._after(task, outcome.status)
+            return
         if outcome.result_blob is not None and len(outcome.result_blob) >= OUT_OF_BAND_MIN:
             # The PickleBuffer stands in for the bytes only while the outcome travels
             # (see wire.blob): the main program reads the bytes back. Widening the field
@@ -64,12 +67,17 @@ class Endings:
             outcome = outcome._replace(result_buffers=tuple(
                 pickle.PickleBuffer(b) for b in outcome.result_buffers))
         self.outbox.append(outcome)
+        self._after(task, outcome.status)
+
+    def _after(self, task: Task, status: str) -> None:
+        """What a recorded ending does to the run: fail-fast, or the tasks waiting for
+        it move on."""
         if not self.lifecycle.open:
             return
-        if self.policy.stops_run(outcome.status):
-            self._fail_fast(f"task {task.name!r} ended {outcome.status}")
+        if self.policy.stops_run(status):
+            self._fail_fast(f"task {task.name!r} ended {status}")
         else:  # the run goes on: tasks waiting for this one move on
-            self._release_dependents(task, outcome.status)
+            self._release_dependents(task, status)
 
     def cancel_unstarted(self, task: Task, reason: str) -> None:
         """A task that never started ends 'cancelled' (a prerequisite did not end

@@ -110,7 +110,8 @@ class LocalBackend:
     """Worker processes on this machine; idle pool processes wait in ``_idle``."""
 
     def __init__(self, start_method: str, watcher: Watcher, events: BackendEvents,
-                 deadlines: Deadlines, main_copy: int | None = None) -> None:
+                 deadlines: Deadlines, main_copy: int | None = None,
+                 express: int | None = None) -> None:
         if start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, not {start_method!r}")
         self.start_method = start_method
@@ -121,6 +122,9 @@ class LocalBackend:
         self._unsent: list[WorkerProcess] = []      # processes with something to write
         # Isolated mode's zygotes, and start_method "main"'s copy of the main program.
         self._zygotes = Zygotes(main_copy if start_method == "main" else None)
+        # The pipe for results written straight to the main program (an executor's
+        # farm: _common/express.py), given to the processes this backend starts itself.
+        self._express = express
         soft = _nofile()
         self.max_procs = (max(1, (soft - RESERVED_FDS) // FDS_PER_WORKER)
                           if soft != resource.RLIM_INFINITY else 1 << 20)
@@ -334,7 +338,7 @@ class LocalBackend:
                     zygote = None
             if not pid:
                 start = fork_worker if self.start_method == "fork" else spawn_worker
-                pid = start(task_r, result_w)
+                pid = start(task_r, result_w, self._express)
         except OSError as exc:
             for fd in opened:
                 os.close(fd)

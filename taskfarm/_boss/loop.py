@@ -86,7 +86,8 @@ def make_backend(config: Configure, watcher: Any, events: Any,
                  deadlines: Deadlines) -> Backend[Any]:
     """The backend the configuration names: local processes, or a Dask cluster."""
     if config.backend is None:
-        return LocalBackend(config.start_method, watcher, events, deadlines, config.main_copy)
+        return LocalBackend(config.start_method, watcher, events, deadlines, config.main_copy,
+                            config.express_fd)
     kind, options = config.backend
     if kind == "dask":
         from taskfarm._boss.dask_backend import DaskSlots

@@ -13,23 +13,24 @@ from taskfarm._common.processes import flush_std_streams
 from taskfarm._worker import serve as worker_process
 
 
-def fork_worker(task_r: int, result_w: int) -> int:
-    """A worker forked from the boss; returns its pid (in the boss)."""
+def fork_worker(task_r: int, result_w: int, express: int | None = None) -> int:
+    """A worker forked from the boss; returns its pid (in the boss). ``express``: the
+    pipe it writes done results to, straight to the main program (express.py)."""
     flush_std_streams()
     parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
-    worker_process.run_worker(task_r, result_w, parent)
+    worker_process.run_worker(task_r, result_w, parent, express=express)
     return 0  # not reached
 
 
-def spawn_worker(task_r: int, result_w: int) -> int:
+def spawn_worker(task_r: int, result_w: int, express: int | None = None) -> int:
     """A worker started as a fresh interpreter with the boss's sys.path; its pid."""
-    os.set_inheritable(task_r, True)
-    os.set_inheritable(result_w, True)
+    for fd in (task_r, result_w) if express is None else (task_r, result_w, express):
+        os.set_inheritable(fd, True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     argv = [sys.executable, "-m", "taskfarm._worker", str(task_r), str(result_w),
-            str(os.getpid())]
+            str(os.getpid()), *(() if express is None else (str(express),))]
     return os.posix_spawn(sys.executable, argv, env)

@@ -58,6 +58,9 @@ class Configure(NamedTuple):
     backend: tuple[str, dict[str, Any]] | None = None
     # start_method "main": the boss's descriptor of its socket to the main program's copy
     main_copy: int | None = None
+    # An executor's farm: the boss's descriptor of the pipe its worker processes write
+    # done calls' results to, straight to the main program (see express.py)
+    express_fd: int | None = None
 
 
 class WorkerClassSpec(NamedTuple):
@@ -211,6 +214,9 @@ class Outcome(NamedTuple):
     cpu_time: float | None = None  # user + system seconds of the task
     stdout: str | None = None     # captured output (capture_output), bounded
     stderr: str | None = None
+    # Done, and its result went straight to the main program (express.py): the boss
+    # records the ending and forwards nothing.
+    expressed: bool = False
 
     @classmethod
     def done(cls, tid: int, result_blob: bytes | PickleBuffer, buffers: tuple[Any, ...],
@@ -221,7 +227,7 @@ class Outcome(NamedTuple):
         when large, so that it travels out of band: see wire.blob)."""
         return tuple.__new__(cls, (tid, _DONE, result_blob, None, None, None, None, pid,
                                    ticket, started, ended, peak_rss, None, None, cpu, (),
-                                   buffers, setup_time, cpu_time, None, None))
+                                   buffers, setup_time, cpu_time, None, None, False))
 
     @classmethod
     def failed(cls, tid: int, *, error_type: str, error_text: str,
@@ -233,7 +239,8 @@ class Outcome(NamedTuple):
         pickled), or its result could not travel."""
         return tuple.__new__(cls, (tid, _FAILED, None, error_blob, error_type, error_text,
                                    traceback, pid, ticket, started, ended, peak_rss, None,
-                                   None, cpu, (), (), setup_time, cpu_time, None, None))
+                                   None, cpu, (), (), setup_time, cpu_time, None, None,
+                                   False))
 
     @classmethod
     def by_boss(cls, tid: int, status: TaskStatus, why: str, *, ended: float,
@@ -245,7 +252,7 @@ class Outcome(NamedTuple):
         signal_name = exit_info.signal_name if exit_info is not None else None
         return tuple.__new__(cls, (tid, status.value, None, None, error_type, why, None, pid,
                                    ticket, started, ended, None, exitcode, signal_name, None,
-                                   (), (), 0.0, None, None, None))
+                                   (), (), 0.0, None, None, None, False))
 
 
 _DONE, _FAILED = TaskStatus.DONE.value, TaskStatus.FAILED.value

@@ -135,11 +135,14 @@ class Executor(futures.Executor):
             raise TypeError("initializer must be a callable")
         method = _start_method(mp_context, start_method)
         worker = call_worker_class(initializer, initargs)
-        boss = Boss(scheduler, name=name or None, on_error="continue", isolated=isolated,
-                    start_method=method, timeout=timeout, retries=retries,
-                    keep_reports=False, max_tasks_per_child=max_tasks_per_child)
+        boss = _Farm(scheduler, name=name or None, on_error="continue", isolated=isolated,
+                     start_method=method, timeout=timeout, retries=retries,
+                     keep_reports=False, max_tasks_per_child=max_tasks_per_child)
         try:
             calls = Calls(boss._ledger, fail_fast=on_error == "raise")
+            express = boss._inbox.express
+            assert express is not None
+            express.on_result = calls.on_express
             # In place of the handle's ledger: the calls keep what the farm must know
             # of each call, and forget it as its future is settled (Calls._forget).
             boss._events.unsubscribe(boss._ledger)
@@ -221,6 +224,13 @@ class Executor(futures.Executor):
 
     def __repr__(self) -> str:
         return f"<taskfarm.Executor {self.name}>"
+
+
+class _Farm(Boss):
+    """An executor's farm: its workers write the results of calls that end done straight
+    to the main program, not through the boss (see :mod:`taskfarm._common.express`)."""
+
+    _express = True
 
 
 class _Machinery:

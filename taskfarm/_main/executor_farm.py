@@ -36,11 +36,13 @@ from typing import Any
 from taskfarm._main.events import EventKind, TaskEvent
 from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
+    expressed,
     finish,
     initializer_failure,
     notify_cancelled,
     set_running,
     settle,
+    settled,
 )
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.report import TaskReport
@@ -257,6 +259,32 @@ class Calls:
         if ended:
             self._forget(ended)
 
+    def on_express(self, tid: int, blob: bytes) -> None:
+        """A worker wrote the result of this task's call straight to the main program
+        (:mod:`taskfarm._common.express`): settle its future and forget the task. The
+        boss records the ending and sends nothing of it; an ending it sends all the
+        same (the worker died just after writing) finds nothing here. Never raises."""
+        self._sinking.active = True
+        try:
+            record = self._ledger.records.get(tid)
+            if record is None:
+                return
+            with self.lock:
+                future = self.started.pop(record.name, None)
+                running = future is not None
+                if future is None and (future := self.sent.pop(record.name, None)) is not None:
+                    del self.names[future]
+            if future is not None:
+                result, exception = expressed(blob, record.name)
+                if (running or set_running(future)) and settled(future, result, exception) \
+                        and exception is not None:
+                    self._failed(exception)
+            self._forget([tid])
+        except Exception:  # a bug here must not kill the reading thread
+            _LOG.exception("taskfarm.Executor could not handle a call's result")
+        finally:
+            self._sinking.active = False
+
     def _end(self, future: Future[Any], running: bool, report: TaskReport) -> None:
         """Settle the future of a call that ended (``running``: marked so already)."""
         broken = initializer_failure(report)
@@ -265,7 +293,12 @@ class Calls:
             settle(future, exception=broken)
             return
         exception = finish(future, running, report)
-        if exception is not None and self._fail_fast:
+        if exception is not None:
+            self._failed(exception)
+
+    def _failed(self, exception: BaseException) -> None:
+        """A call failed: under on_error="raise", the executor breaks."""
+        if self._fail_fast:
             error = ExecutorBrokenError(
                 f"a call failed ({type(exception).__name__}: {exception}) and the executor "
                 "was made with on_error='raise': it runs no more calls")

@@ -24,6 +24,7 @@ whose ``_RemoteTraceback`` it is), unless it had a cause of its own.
 
 from __future__ import annotations
 
+import pickle
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, RUNNING
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
@@ -127,14 +128,36 @@ def finish(future: Future[Any], running: bool, report: TaskReport) -> BaseExcept
     result, exception = outcome(report)
     if not running and not set_running(future):
         return None
+    return exception if settled(future, result, exception) else None
+
+
+def settled(future: Future[Any], result: Any, exception: BaseException | None) -> bool:
+    """Give a running future its result or exception; False if it was cancelled as it
+    started (the sink stops its call)."""
     try:
         if exception is None:
             future.set_result(result)
         else:
             future.set_exception(exception)
-    except InvalidStateError:  # cancelled as it started (the sink stops it)
-        return None
-    return exception
+    except InvalidStateError:
+        return False
+    return True
+
+
+def expressed(blob: bytes, name: str) -> tuple[Any, BaseException | None]:
+    """(result, None) or (None, exception) for a call whose worker wrote its pickled
+    result straight to the main program (:mod:`taskfarm._common.express`)."""
+    try:
+        return unpack(pickle.loads(blob)), None
+    except BaseException as exc:  # SystemExit from a hostile __reduce__ included
+        return None, _unpickling_error(exc, name)
+
+
+def _unpickling_error(exc: BaseException, name: str) -> RemoteTaskError:
+    error = RemoteTaskError(f"the result of the call could not be unpickled in the main "
+                            f"program: {type(exc).__name__}: {exc}", name)
+    error.__cause__ = exc
+    return error
 
 
 def outcome(report: TaskReport) -> tuple[Any, BaseException | None]:
@@ -145,11 +168,7 @@ def outcome(report: TaskReport) -> tuple[Any, BaseException | None]:
         try:
             return unpack(report.result), None
         except BaseException as exc:  # SystemExit from a hostile __reduce__ included
-            error = RemoteTaskError(f"the result of the call could not be unpickled in the "
-                                    f"main program: {type(exc).__name__}: {exc}",
-                                    report.name)
-            error.__cause__ = exc
-            return None, error
+            return None, _unpickling_error(exc, report.name)
     if status is TaskStatus.FAILED:
         raised = report.exception
         if raised is None:  # pragma: no cover - a failed report always carries one

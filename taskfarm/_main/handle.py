@@ -57,9 +57,8 @@ class Boss:
         scheduler: decides what is launchable (default ``MaxThreadsScheduler(0)``: one
             task per CPU this process may use).
         name: a name for messages and reports.
-        verbose: log the farm's INFO records (launches, retries, what a scheduler
-            holds) and its tasks' on stderr; otherwise the program's own logging
-            configuration decides what it sees (see docs/events.md).
+        verbose: log the farm's INFO records (launches, retries, what a scheduler holds)
+            and its tasks' on stderr; else the program's logging decides (docs/events.md).
         on_error: ``"raise"`` (fail-fast: the first failure stops the others and
             :meth:`wait_till_finished` re-raises it) or ``"continue"`` (keep going,
             record every failure).
@@ -88,9 +87,10 @@ class Boss:
             before it runs (see :attr:`Worker.rng`). None: nothing is seeded.
         capture_output: every task's stdout and stderr travel in its report (also
             per Worker class).
-        max_tasks_per_child: a pool worker process is replaced after running so
-            many tasks (None: never).
+        max_tasks_per_child: a pool worker process is replaced after so many tasks.
     """
+
+    _express = False  # workers write results straight here (taskfarm.Executor's farm)
 
     def __init__(self, scheduler: BaseScheduler | None = None, name: str | None = None,
                  verbose: bool = False,
@@ -154,7 +154,7 @@ class Boss:
 
     def _start_boss(self, config: Configure) -> None:
         self._proc, self._control, self._inbox, config = start_boss(
-            self.name, self._ledger, self._events, config)
+            self.name, self._ledger, self._events, config, self._express)
         if config.on_error == "raise":
             self._inbox.on_local_failure = functools.partial(stop_right_now, self._control,
                                                              self._send_lock)

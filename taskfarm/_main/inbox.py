@@ -35,6 +35,7 @@ from taskfarm._common.status import TaskStatus
 from taskfarm._common.waiting import readable
 from taskfarm._common.wire import Channel, unexpected
 from taskfarm._main.events import EventKind, EventStream, TaskEvent
+from taskfarm._main.express import ExpressReader
 from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger, TaskRecord
 from taskfarm._main.logs import reemit_record
@@ -50,8 +51,11 @@ class Inbox:
     """Reports, snapshots and the goodbye received from one boss, behind a condition."""
 
     def __init__(self, conn: Channel, proc: subprocess.Popen[bytes], ledger: Ledger,
-                 events: EventStream) -> None:
+                 events: EventStream, express: ExpressReader | None = None) -> None:
         self.conn = conn
+        # An executor farm's results written by its workers directly (express.py):
+        # read by whichever thread reads the report pipe, drained before the goodbye.
+        self.express = express
         self.proc = proc
         self.ledger = ledger
         self.events = events
@@ -88,9 +92,12 @@ class Inbox:
             while not self.closed:
                 self._step_aside()
                 if not conn.buffered and not self.closed:
-                    ready = readable((conn.fd, wake), None)
+                    ready = readable(self._fds(conn.fd, wake), None)
                     if wake in ready:  # a thread wants to read: step aside
                         os.read(wake, 512)
+                        continue
+                    if conn.fd not in ready:  # only the express pipe
+                        self._drain_express()
                         continue
                 with self.read_lock:
                     self._read_one()
@@ -103,6 +110,8 @@ class Inbox:
         finally:
             with self.read_lock:  # only this thread closes the pipes
                 conn.close()
+                if self.express is not None:
+                    self.express.close()
                 os.close(self._wake_w)
                 os.close(wake)
 
@@ -154,13 +163,27 @@ class Inbox:
                 return True
             if not conn.buffered:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = readable((conn.fd,), left)
+                ready = readable(self._fds(conn.fd), left)
                 if not ready:
                     return False
+                if conn.fd not in ready:
+                    self._drain_express()
+                    return True
             self._receive()
             return True
         finally:
             self.read_lock.release()
+
+    def _fds(self, *fds: int) -> tuple[int, ...]:
+        """These descriptors, and the express pipe's while it is open."""
+        express = self.express
+        return fds if express is None or express.ended else (*fds, express.fd)
+
+    def _drain_express(self) -> None:
+        express = self.express
+        if express is not None:
+            with sigint_held:
+                express.drain()
 
     def _read_one(self) -> None:
         """With ``read_lock`` held: read and handle one message if one is still there
@@ -204,19 +227,26 @@ class Inbox:
         if isinstance(msg, Outcomes):
             records = self.ledger.records
             events = self._notice_events(msg.notices) if msg.notices else []
+            outcomes = msg.outcomes
+            if self.express is not None:  # a call settled by its express result already
+                outcomes = tuple(o for o in outcomes if o.tid in records)
             ended = [TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
-                               self._report(o, records[o.tid])) for o in msg.outcomes]
+                               self._report(o, records[o.tid])) for o in outcomes]
             events.extend(ended)
-            self.events.publish(events)
+            if events:
+                self.events.publish(events)
             if self.on_local_failure is not None and any(
                     o.status == TaskStatus.DONE and e.report is not None and not e.report.ok
-                    for o, e in zip(msg.outcomes, ended, strict=True)):
+                    for o, e in zip(outcomes, ended, strict=True)):
                 self.on_local_failure()
         elif isinstance(msg, Snapshot):
             with self.cond:
                 self.snapshots[msg.seq] = msg
                 self.cond.notify_all()
         elif isinstance(msg, Goodbye):
+            # Every result a worker wrote directly was written before the boss heard
+            # of its ending, so before this goodbye: all are read first.
+            self._drain_express()
             with self.cond:
                 self.goodbye = msg
                 self.cond.notify_all()
@@ -230,6 +260,7 @@ class Inbox:
         what else ended the reading)."""
         if self.closed:
             return
+        self._drain_express()   # results the workers wrote before the end are kept
         died = died or self._death()
         with self.cond:
             if self.goodbye is None:

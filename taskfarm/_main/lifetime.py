@@ -20,6 +20,7 @@ from taskfarm._common.messages import Configure, Control, Signal
 from taskfarm._common.processes import BOSS_EXIT_WAIT, exits_within
 from taskfarm._common.wire import Channel, dumps
 from taskfarm._main.events import EventStream
+from taskfarm._main.express import ExpressReader
 from taskfarm._main.inbox import Inbox
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.logs import quiet_again
@@ -132,18 +133,26 @@ def raise_if_gone(inbox: Inbox, name: str, doing: str, force: bool = False) -> N
         raise BossStateError(f"cannot {doing}: the pipe to {name} is closed")
 
 
-def start_boss(name: str, ledger: Ledger, events: EventStream, config: Configure
+def start_boss(name: str, ledger: Ledger, events: EventStream, config: Configure,
+               express: bool = False
                ) -> tuple[subprocess.Popen[bytes], Channel, Inbox, Configure]:
     """Start the boss process with its two pipes (and, for start_method "main", the
     copy of the main program first: see main_copy.py): its handle, the control
     channel (non-blocking: a stopped boss is an error, not a hang), the inbox that
     reads its reports (its thread not started yet) and the configuration to send it.
+    ``express``: a third pipe, which the boss hands to its worker processes for the
+    results they write directly (an executor's farm: see _common/express.py).
     Nothing is left behind on failure."""
     copy = start_copy() if config.start_method == "main" else None
-    kept = () if copy is None else (copy.fileno(),)
+    kept: tuple[int, ...] = () if copy is None else (copy.fileno(),)
     config = config._replace(main_copy=kept[0] if kept else None)
     control_r, control_w = os.pipe()
     report_r, report_w = os.pipe()
+    express_r, express_w = os.pipe() if express else (-1, -1)
+    if express:  # a full pipe fails a worker's write instead of blocking it
+        os.set_blocking(express_w, False)
+        kept += (express_w,)
+        config = config._replace(express_fd=express_w)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "taskfarm._boss", str(control_r), str(report_w),
@@ -153,22 +162,29 @@ def start_boss(name: str, ledger: Ledger, events: EventStream, config: Configure
     except BaseException:
         os.close(control_w)
         os.close(report_r)
+        if express:
+            os.close(express_r)
         raise
     finally:
         os.close(control_r)
         os.close(report_w)
+        if express:
+            os.close(express_w)
         if copy is not None:
             copy.close()   # the boss's now (or nobody's: the copy sees EOF and exits)
     control = Channel(control_w)
     try:
         os.set_blocking(control_w, False)
         control.when_full = when_full(control, proc.pid, name)
-        inbox = Inbox(Channel(report_r), proc, ledger, events)
+        inbox = Inbox(Channel(report_r), proc, ledger, events,
+                      ExpressReader(express_r) if express else None)
     except BaseException:  # no finalizer yet: undo the start here
         proc.kill()
         proc.wait()
         control.close()
         os.close(report_r)
+        if express:
+            os.close(express_r)
         raise
     return proc, control, inbox, config
 

@@ -100,6 +100,7 @@ class ProcessState:
         self.capture_all = os.environ.get(CAPTURE_VARIABLE) == "1"
         self.capture: Capture | None = None
         self.current: int | None = None   # the task running, if any
+        self.notices = 0   # sent so far: a task that sent one keeps its result in order
 
     def emit(self, value: Any) -> None:
         """Worker.emit() in this process: the value goes to the boss at once."""
@@ -111,11 +112,13 @@ class ProcessState:
         except Exception as exc:
             raise TypeError(f"emit() needs a picklable value; {type(value).__qualname__} "
                             f"could not be pickled: {type(exc).__name__}: {exc}") from exc
+        self.notices += 1
         self.sender.send(Notice(tid, NoticeKind.EMITTED, data))
 
     def forward_log(self, fields: dict[str, Any]) -> None:
         """A record logged in this process, for the main program."""
         tid = self.current
+        self.notices += 1
         self.sender.send(Notice(-1 if tid is None else tid, NoticeKind.LOG, fields))
 
 

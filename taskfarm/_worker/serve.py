@@ -23,6 +23,7 @@ import sys
 import traceback
 
 from taskfarm._common import worker_class
+from taskfarm._common.express import write as write_express
 from taskfarm._common.logs import LEVEL_VARIABLE, forward_from, log_to_stderr
 from taskfarm._common.messages import Outcome
 from taskfarm._common.processes import (
@@ -45,11 +46,15 @@ from taskfarm._worker.run import (
 )
 from taskfarm._worker.sender import Sender
 
+_DONE = TaskStatus.DONE.value
+
 
 def serve(task_conn: Channel, result_conn: Channel,
-          preloaded: dict[int, type[Worker]] | None = None) -> None:
+          preloaded: dict[int, type[Worker]] | None = None, express: int | None = None
+          ) -> None:
     """Run tasks until the boss closes the task pipe. A worker forked by a zygote
-    (isolated mode) has its class ``preloaded``.
+    (isolated mode) has its class ``preloaded``. ``express``: a pipe to the main
+    program for the results of tasks that end done (see :func:`_express`).
 
     The boss may queue tasks behind the one running (so that the next one starts
     without waiting for the boss) and take them back before they start: see
@@ -82,6 +87,7 @@ def serve(task_conn: Channel, result_conn: Channel,
         limit = msg.settings.get("memory_limit") if msg.settings else None
         lift = memory_limit.impose(limit) if limit else None
         queue.running = True
+        notices = state.notices
         try:
             outcome = run_task(state, msg)
         finally:
@@ -99,12 +105,27 @@ def serve(task_conn: Channel, result_conn: Channel,
         if os.getpid() != state.pid:  # a copy the task forked returned: it says nothing
             flush_std_streams()
             os._exit(0)
+        if express is not None and outcome.status == _DONE and state.notices == notices:
+            outcome = _express(express, outcome)
         try:
             send(outcome)
         except OSError:
             return
         finally:
             del msg, outcome
+
+
+def _express(fd: int, outcome: Outcome) -> Outcome:
+    """A done outcome whose result goes straight to the main program when it fits in
+    one frame (taskfarm/_common/express.py); the boss then gets it without the result.
+    Only for a task that sent no notice (a log record, an emitted value): those travel
+    through the boss, and its result must not overtake them. Captured output and
+    out-of-band buffers take the usual way too."""
+    result = outcome.result_blob
+    if type(result) is bytes and not outcome.result_buffers and outcome.stdout is None \
+            and outcome.stderr is None and write_express(fd, outcome.tid, result):
+        return outcome._replace(result_blob=None, expressed=True)
+    return outcome
 
 
 def _tear_down(state: ProcessState) -> None:
@@ -128,17 +149,18 @@ def _tear_down(state: ProcessState) -> None:
 
 
 def run_worker(task_r: int, result_w: int, parent: int,
-               preloaded: dict[int, type[Worker]] | None = None) -> None:
-    """In a freshly forked worker process: keep only its two pipe ends, die with its
+               preloaded: dict[int, type[Worker]] | None = None,
+               express: int | None = None) -> None:
+    """In a freshly forked worker process: keep only its pipe ends, die with its
     parent (``parent``, its pid before the fork), serve tasks, then exit without
     returning to the parent's code."""
     code = 1
     try:
-        close_all_but(task_r, result_w)
+        close_all_but(task_r, result_w, *(() if express is None else (express,)))
         die_with_parent()
         if os.getppid() != parent:  # it died before the death signal was set: so do we
             return
-        serve(Channel(task_r), Channel(result_w), preloaded)
+        serve(Channel(task_r), Channel(result_w), preloaded, express)
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -149,10 +171,10 @@ def run_worker(task_r: int, result_w: int, parent: int,
 
 def main(argv: list[str]) -> None:
     """Entry point for the 'spawn' start method: ``python -m taskfarm._worker
-    TASK_FD RESULT_FD BOSS_PID``."""
-    task_fd, result_fd, boss_pid = (int(a) for a in argv)
+    TASK_FD RESULT_FD BOSS_PID [EXPRESS_FD]``."""
+    task_fd, result_fd, boss_pid, *express = (int(a) for a in argv)
     die_with_parent()
     if os.getppid() != boss_pid:  # the boss died before the death signal was set
         return
-    serve(Channel(task_fd), Channel(result_fd))
+    serve(Channel(task_fd), Channel(result_fd), None, express[0] if express else None)
 
