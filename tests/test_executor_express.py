@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -45,6 +46,22 @@ def killed_after_writing(value: int) -> int:
 
     serve._express = write_then_die
     return value
+
+
+def slow_to_tell_the_boss() -> int:
+    """This worker process, from now on, tells the boss that a call ended a while
+    after it wrote the call's result to the main program."""
+    from taskfarm._worker import serve
+
+    write = serve._express
+
+    def write_then_linger(fd: int, outcome: Any) -> Any:
+        written = write(fd, outcome)
+        time.sleep(0.2)
+        return written
+
+    serve._express = write_then_linger
+    return os.getpid()
 
 
 def reader_of(executor: taskfarm.Executor) -> ExpressReader:
@@ -96,6 +113,17 @@ def test_a_worker_killed_between_its_two_writes_leaves_the_result(
         assert [executor.submit(back, i).result(WAIT) for i in range(5)] == list(range(5))
         assert reader.frames >= 8
     assert "could not handle" not in caplog.text
+
+
+def test_the_next_call_goes_to_the_worker_done_with_the_last_one() -> None:
+    # The boss hears of each ending 0.2 s after the main program has the result and
+    # submits the next call: told by the main program (AddTasks.ended), it queues the
+    # call on that worker rather than start a second process.
+    with taskfarm.Executor(2) as executor:
+        first = executor.submit(slow_to_tell_the_boss).result(WAIT)
+        pids = {executor.submit(os.getpid).result(WAIT) for _ in range(3)}
+        assert pids == {first}
+        assert reader_of(executor).frames == 4
 
 
 def test_every_result_of_a_burst_arrives_once() -> None:

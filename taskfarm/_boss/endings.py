@@ -1,7 +1,9 @@
 """How tasks end, in the boss process: an outcome recorded (or retried), a task
 cancelled before it started, and the tasks waiting for it released or cancelled in
 turn. Every outcome bound for the main program goes through :meth:`Endings.finish`
-or :meth:`Endings.cancel_unstarted` into the outbox, which the loop flushes.
+or :meth:`Endings.cancel_unstarted` into the outbox, which the loop flushes; one
+whose result the worker wrote to the main program itself (``expressed``, see
+:mod:`taskfarm._common.express`) is recorded and not sent.
 """
 
 from __future__ import annotations
@@ -54,30 +56,14 @@ class Endings:
                          self.batches.classes[task.class_key].qualname, duration,
                          outcome.peak_rss)
         self.batches.release(task.batch_id)
-        if outcome.expressed:  # the main program has its result already (express.py)
-            self._after(task, outcome.status)
-            return
-        if outcome.result_blob is not None and len(outcome.result_blob) >= OUT_OF_BAND_MIN:
-            # The PickleBuffer stands in for the bytes only while the outcome travels
-            # (see wire.blob): the main program reads the bytes back. Widening the field
-            # would make every reader narrow it, this path included, per outcome.
-            outcome = outcome._replace(
-                result_blob=blob(outcome.result_blob))  # type: ignore[arg-type]
-        if outcome.result_buffers:  # forwarded as they came: out of band, no copy
-            outcome = outcome._replace(result_buffers=tuple(
-                pickle.PickleBuffer(b) for b in outcome.result_buffers))
-        self.outbox.append(outcome)
-        self._after(task, outcome.status)
-
-    def _after(self, task: Task, status: str) -> None:
-        """What a recorded ending does to the run: fail-fast, or the tasks waiting for
-        it move on."""
+        if not outcome.expressed:  # else the main program has its result (express.py)
+            self.outbox.append(_travelling(outcome))
         if not self.lifecycle.open:
             return
-        if self.policy.stops_run(status):
-            self._fail_fast(f"task {task.name!r} ended {status}")
+        if self.policy.stops_run(outcome.status):
+            self._fail_fast(f"task {task.name!r} ended {outcome.status}")
         else:  # the run goes on: tasks waiting for this one move on
-            self._release_dependents(task, status)
+            self._release_dependents(task, outcome.status)
 
     def cancel_unstarted(self, task: Task, reason: str) -> None:
         """A task that never started ends 'cancelled' (a prerequisite did not end
@@ -98,3 +84,17 @@ class Endings:
             self.book.add(waiting)
         for waiting, reason in cancel:
             self.cancel_unstarted(waiting, reason)
+
+
+def _travelling(outcome: Outcome) -> Outcome:
+    """The outcome as it travels to the main program: large results out of band."""
+    if outcome.result_blob is not None and len(outcome.result_blob) >= OUT_OF_BAND_MIN:
+        # The PickleBuffer stands in for the bytes only while the outcome travels
+        # (see wire.blob): the main program reads the bytes back. Widening the field
+        # would make every reader narrow it, this path included, per outcome.
+        outcome = outcome._replace(
+            result_blob=blob(outcome.result_blob))  # type: ignore[arg-type]
+    if outcome.result_buffers:  # forwarded as they came: out of band, no copy
+        outcome = outcome._replace(result_buffers=tuple(
+            pickle.PickleBuffer(b) for b in outcome.result_buffers))
+    return outcome

@@ -41,6 +41,30 @@ class Launcher:
         self._recheck_after = getattr(scheduler, "recheck_after", None)
         self._rebalance_due = False  # a rebalance is scheduled
         self._full = False           # no worker process could be started: said once
+        self._finishing: list[tuple[Slot, int]] = []   # see finishing()
+
+    def finishing(self, tids: tuple[int, ...]) -> None:
+        """The main program has these tasks' results (their workers wrote them to it
+        directly: taskfarm/_common/express.py), and their outcomes may not have come
+        here yet: until the next launch, a task that would need a new process goes
+        behind one of them instead, on a worker that is done with it. Without this a
+        program that submits its next call as soon as it has the last one's result
+        could start a process per call, its worker's outcome a few microseconds late."""
+        running = self.book.running
+        for tid in tids:
+            task = running.get(tid)
+            if task is not None and task.worker is not None:
+                self._finishing.append((task.worker, tid))
+
+    def _finished_slot(self, isolated: bool) -> Slot | None:
+        """A slot whose only task the main program has seen end (see finishing)."""
+        while self._finishing and not isolated:
+            slot, tid = self._finishing.pop()
+            if len(slot.tasks) == 1 and slot.tasks[0].tid == tid and slot.doom is None \
+                    and not slot.isolated and (self._max_tasks is None
+                                               or slot.ran + 1 < self._max_tasks):
+                return slot
+        return None
 
     def launch(self) -> None:
         """Start every pending task the scheduler allows now, refill busy slots, and
@@ -48,6 +72,7 @@ class Launcher:
         book = self.book
         self.deadlines.recheck(None)
         if not book.pending:
+            self._finishing.clear()
             return
         full = None
         for task in self._ask(book.running_view):
@@ -56,6 +81,7 @@ class Launcher:
             except NoCapacity as exc:  # it stays pending; go on with the slots there are
                 full = exc
                 break
+        self._finishing.clear()
         if self.prefetch.worthwhile:
             self._refill()
         self.backend.flush()
@@ -123,8 +149,10 @@ class Launcher:
         """Hand ``task`` to an idle (or new) slot, or queue it ``behind`` the task a
         busy slot runs."""
         spec = self.batches.classes[task.class_key]
-        slot = behind if behind is not None else self.backend.acquire(
-            spec, spec.isolated or self._isolated)
+        isolated = spec.isolated or self._isolated
+        if behind is None and self._finishing:
+            behind = self._finished_slot(isolated)
+        slot = behind if behind is not None else self.backend.acquire(spec, isolated)
         self._full = False
         self.book.launch(task, behind is not None, time.time())
         slot.tasks.append(task)

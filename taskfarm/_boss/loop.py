@@ -216,6 +216,8 @@ class BossLoop:
         raise ParentGone
 
     def _add_tasks(self, msg: AddTasks) -> None:
+        if msg.ended:
+            self.launcher.finishing(msg.ended)
         self.shared.update(msg.shared)
         self.batches.add(msg)
         for spec in msg.tasks:

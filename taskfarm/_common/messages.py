@@ -97,6 +97,10 @@ class AddTasks(NamedTuple):
     common_blob: bytes
     tasks: tuple[TaskSpec, ...]
     shared: tuple[str, ...] = ()    # SharedArray segments the boss now owns
+    # Tasks whose results reached the main program straight from their workers
+    # (express.py), perhaps before the boss heard of their ending: a busy worker
+    # among these is as good as idle for the tasks given here (Launcher.finishing).
+    ended: tuple[int, ...] = ()
 
 
 class Control(NamedTuple):

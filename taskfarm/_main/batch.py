@@ -165,8 +165,9 @@ def call_policies(worker: type[Worker], rules: Rules) -> dict[str, Any]:
 
 def prepare_calls(worker: type[Worker], policies: Mapping[str, Any], fn_blob: bytes,
                   names: Sequence[str], blobs: Sequence[bytes], rules: Rules,
-                  taken: Mapping[str, int], statuses: Mapping[int, str], first_tid: int,
-                  batch_id: int, class_keys: Mapping[type[Worker], int]) -> Batch:
+                  ended: tuple[int, ...], taken: Mapping[str, int],
+                  statuses: Mapping[int, str], first_tid: int, batch_id: int,
+                  class_keys: Mapping[type[Worker], int]) -> Batch:
     """The fast path of :class:`taskfarm.Executor` (its feeder, in
     :mod:`taskfarm._main.executor_farm`): what :func:`prepare_batch` makes of
     ``set_instructions({"fn": fn_blob}, {"name": names, "args": blobs}, worker)``,
@@ -175,7 +176,8 @@ def prepare_calls(worker: type[Worker], policies: Mapping[str, Any], fn_blob: by
     known), names the executor made unique, values already pickled to bytes, no
     dependencies, no SharedArrays, no journal (``rules.journal`` is None). The
     scheduler's check applies as it does there, and ``policies`` (from
-    :func:`call_policies`) are the run's. About a tenth of the cost per call."""
+    :func:`call_policies`) are the run's; ``ended`` goes to the boss with the first
+    frame (``AddTasks.ended``). About a tenth of the cost per call."""
     key = class_keys[worker]
     common = {"fn": fn_blob}
     new = tuple.__new__
@@ -198,7 +200,8 @@ def prepare_calls(worker: type[Worker], policies: Mapping[str, Any], fn_blob: by
         tid += 1
     common_blob = pickle.dumps(common, protocol=5)
     frames = tuple(dumps(AddTasks(batch_id, (), common_blob if start == 0 else b"",
-                                  tuple(specs[start:start + CHUNK]), ()))
+                                  tuple(specs[start:start + CHUNK]), (),
+                                  ended if start == 0 else ()))
                    for start in range(0, len(specs), CHUNK))
     return Batch(tuple(names), tuple(records), frames, class_keys, ())
 

@@ -50,6 +50,10 @@ from taskfarm._main.report import TaskReport
 _LOG = logging.getLogger("taskfarm")
 _ENDED, _QUEUED, _STARTED = EventKind.ENDED, EventKind.QUEUED, EventKind.STARTED
 
+# How many of the latest express results the boss is told of with a give (see
+# Calls._ended).
+ENDED_KEPT = 64
+
 
 # A submit() or map() not sent yet: the function, each call's ``(args, kwargs)`` (a map
 # chunk: its list of argument tuples, and None), their futures and task names.
@@ -125,6 +129,10 @@ class Calls:
         # Gives a batch to the boss: the feeder's, set once it runs.
         self.give: Callable[[list[Submitted]], None] | None = None
         self._next = 0                             # the number of the next call's name
+        # Tasks whose results came straight from their workers since the last give:
+        # the boss hears of the latest with the next one (AddTasks.ended). Only those
+        # of workers still busy for the boss matter: a few, never a whole long map's.
+        self._ended: collections.deque[int] = collections.deque(maxlen=ENDED_KEPT)
         # Set in a thread while it runs the sink (future callbacks included): a call
         # submitted there waits for the feeder, since giving it from there would wait
         # for the event stream that thread holds.
@@ -184,6 +192,14 @@ class Calls:
                 if self.feeder_waiting and (self.queue or self.cancels or self.closing
                                             or self.broken is not None):
                     self.wake.notify()
+
+    def take_ended(self) -> tuple[int, ...]:
+        """The tasks whose results came straight from their workers since the last
+        call (see ``_ended``)."""
+        with self.lock:
+            ended = tuple(self._ended)
+            self._ended.clear()
+        return ended
 
     def on_cancelled(self, future: Future[Any]) -> None:
         """A future was cancelled (:meth:`CallFuture.cancel`): notify ``wait()``, and
@@ -270,6 +286,7 @@ class Calls:
             if record is None:
                 return
             with self.lock:
+                self._ended.append(tid)
                 future = self.started.pop(record.name, None)
                 running = future is not None
                 if future is None and (future := self.sent.pop(record.name, None)) is not None:

@@ -145,7 +145,8 @@ class Feeder:
                 if self._policies is None:
                     self._policies = call_policies(self.worker, boss._rules)
                 boss._give(functools.partial(prepare_calls, self.worker, self._policies,
-                                             fn_blob, names, blobs, boss._rules))
+                                             fn_blob, names, blobs, boss._rules,
+                                             self.calls.take_ended()))
             else:
                 boss.set_instructions({"fn": fn_blob}, {"name": names, "args": blobs},
                                       worker=self.worker)
