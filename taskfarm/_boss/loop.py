@@ -185,8 +185,7 @@ class BossLoop:
         if lifecycle.state is FarmState.CANCELLING:
             lifecycle.end(FarmState.STOPPED, "")   # the outcome decided when cancelling
         elif lifecycle.state is FarmState.STOPPING:
-            lifecycle.end(FarmState.STOPPED, "STOP: running tasks finished, nothing more "
-                                             "launched")
+            lifecycle.end(FarmState.STOPPED, "STOP: running tasks finished, nothing more launched")
         elif lifecycle.ending and not self.book.pending and not self.deps.blocked:
             lifecycle.end(FarmState.FINISHED, "every instruction set ran")
 
@@ -216,8 +215,7 @@ class BossLoop:
         raise ParentGone
 
     def _add_tasks(self, msg: AddTasks) -> None:
-        if msg.ended:
-            self.launcher.finishing(msg.ended)
+        self.launcher.finishing(msg.ended)   # results the main program has (express.py)
         self.shared.update(msg.shared)
         self.batches.add(msg)
         for spec in msg.tasks:
