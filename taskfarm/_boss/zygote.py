@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import traceback
 from typing import TYPE_CHECKING
 
 from taskfarm._common.logs import LEVEL_VARIABLE
@@ -20,6 +19,7 @@ from taskfarm._common.processes import (
     THREAD_VARIABLES,
     ExitInfo,
     close_all_but,
+    end_forked_child,
     flush_std_streams,
     kill_quietly,
     reap,
@@ -73,15 +73,12 @@ class Zygote:
         flush_std_streams()
         pid = os.fork()
         if pid == 0:
-            try:
+            def run() -> None:
                 ours.close()
                 close_all_but(theirs.fileno())
                 zygote_process.main(theirs, class_key, class_blob, os.getppid())
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                flush_std_streams()
-                os._exit(0)
+
+            end_forked_child(run)
         theirs.close()
         ours.settimeout(cls.LOAD_PATIENCE)
         zygote = cls(pid, ours, class_key)

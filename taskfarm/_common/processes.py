@@ -17,8 +17,9 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
 from taskfarm._common.waiting import readable
 
@@ -69,6 +70,22 @@ def flush_std_streams() -> None:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
+
+
+def end_forked_child(body: Callable[[], object]) -> NoReturn:
+    """In a freshly forked child: run ``body``, then leave without ever returning to
+    the parent's code (no ``finally`` of the parent's, no atexit hook, no second
+    flush of its buffers): exit 0 when ``body`` returned, 1 when it raised (its
+    traceback printed on stderr first)."""
+    code = 1
+    try:
+        body()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        flush_std_streams()
+        os._exit(code)
 
 
 def close_all_but(*keep: int) -> None:

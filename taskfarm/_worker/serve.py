@@ -29,6 +29,7 @@ from taskfarm._common.messages import Outcome
 from taskfarm._common.processes import (
     close_all_but,
     die_with_parent,
+    end_forked_child,
     flush_std_streams,
 )
 from taskfarm._common.status import TaskStatus
@@ -154,19 +155,15 @@ def run_worker(task_r: int, result_w: int, parent: int,
     """In a freshly forked worker process: keep only its pipe ends, die with its
     parent (``parent``, its pid before the fork), serve tasks, then exit without
     returning to the parent's code."""
-    code = 1
-    try:
+
+    def run() -> None:
         close_all_but(task_r, result_w, *(() if express is None else (express,)))
         die_with_parent()
         if os.getppid() != parent:  # it died before the death signal was set: so do we
             return
         serve(Channel(task_r), Channel(result_w), preloaded, express)
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        flush_std_streams()
-        os._exit(code)
+
+    end_forked_child(run)
 
 
 def main(argv: list[str]) -> None:

@@ -41,7 +41,6 @@ import socket
 import struct
 import sys
 import threading
-import traceback
 from typing import TYPE_CHECKING
 
 from taskfarm._common.processes import (
@@ -49,7 +48,7 @@ from taskfarm._common.processes import (
     close_all_but,
     die_with_parent,
     end_descendants,
-    flush_std_streams,
+    end_forked_child,
     kill_quietly,
 )
 from taskfarm._worker.serve import run_worker
@@ -152,39 +151,37 @@ def main(sock: socket.socket, class_key: int, class_blob: bytes, boss_pid: int) 
 def main_copy(sock: socket.socket) -> None:
     """Entry point in the copy of the main program (``start_method="main"``), forked
     by :func:`taskfarm._main.main_copy.start_copy`; never returns."""
-    code = 1
-    try:
-        close_all_but(sock.fileno())
-        # The main program's signal handlers are its own (one may clean up its files):
-        # none runs here or in the workers, which start as the boss's would.
-        for number in signal.valid_signals():
-            if callable(signal.getsignal(number)):
-                signal.signal(number, signal.SIG_DFL)
-        # As in the boss: Ctrl-C is the main program's to handle, and workers inherit
-        # the take-back signal blocked (they let it in once they handle it).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {TAKE_BACK_SIGNAL})
-        # Tasks print to the process's standard streams, as under the other start
-        # methods (where captured output and the worker's messages are read), not to
-        # what the main program put in their place (a notebook's, a test runner's).
-        sys.stdout = sys.__stdout__ or sys.stdout
-        sys.stderr = sys.__stderr__ or sys.stderr
-        gc.freeze()   # what the copy holds stays shared with the workers it forks
-        sock.sendall(RECORD.pack(b"p", os.getpid(), 0))
-        environment = _read_environment(sock)
-        if environment is not None:
-            for name, value in environment.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            _serve(sock, {}, kill_at_eof=True)
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        flush_std_streams()
-        os._exit(code)
+    end_forked_child(lambda: _be_the_copy(sock))
+
+
+def _be_the_copy(sock: socket.socket) -> None:
+    """The copy of the main program: reset what is the main program's own, then fork
+    the boss's workers until the boss is done."""
+    close_all_but(sock.fileno())
+    # The main program's signal handlers are its own (one may clean up its files):
+    # none runs here or in the workers, which start as the boss's would.
+    for number in signal.valid_signals():
+        if callable(signal.getsignal(number)):
+            signal.signal(number, signal.SIG_DFL)
+    # As in the boss: Ctrl-C is the main program's to handle, and workers inherit
+    # the take-back signal blocked (they let it in once they handle it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {TAKE_BACK_SIGNAL})
+    # Tasks print to the process's standard streams, as under the other start
+    # methods (where captured output and the worker's messages are read), not to
+    # what the main program put in their place (a notebook's, a test runner's).
+    sys.stdout = sys.__stdout__ or sys.stdout
+    sys.stderr = sys.__stderr__ or sys.stderr
+    gc.freeze()   # what the copy holds stays shared with the workers it forks
+    sock.sendall(RECORD.pack(b"p", os.getpid(), 0))
+    environment = _read_environment(sock)
+    if environment is not None:
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _serve(sock, {}, kill_at_eof=True)
 
 
 ENVIRONMENT = struct.Struct("!Q")   # length of the pickled environment that follows
