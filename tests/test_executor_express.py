@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
+import tempfile
 import time
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import taskfarm
@@ -62,6 +67,32 @@ def slow_to_tell_the_boss() -> int:
 
     serve._express = write_then_linger
     return os.getpid()
+
+
+def killed_after_writing_a_second_time(marks: str, value: int) -> int:
+    """The first attempt: ``killed_after_writing``. The second (the boss retries it):
+    says it started, then runs until the test lets it go."""
+    started, release = Path(marks, "started"), Path(marks, "release")
+    if not Path(marks, "first").exists():
+        Path(marks, "first").touch()
+        return killed_after_writing(value)
+    started.touch()
+    while not release.exists():
+        time.sleep(0.01)
+    return value
+
+
+def own_descriptors() -> dict[int, bool]:
+    """This process's open descriptors above stderr, each with its inheritable flag."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                found[fd] = os.get_inheritable(fd)
+            except OSError:   # the directory listing's own, closed by now
+                pass
+    return found
 
 
 def reader_of(executor: taskfarm.Executor) -> ExpressReader:
@@ -124,6 +155,59 @@ def test_the_next_call_goes_to_the_worker_done_with_the_last_one() -> None:
         pids = {executor.submit(os.getpid).result(WAIT) for _ in range(3)}
         assert pids == {first}
         assert reader_of(executor).frames == 4
+
+
+def test_a_result_written_before_its_worker_died_is_the_one_kept() -> None:
+    # The worker writes a call's result to the main program and is killed before it
+    # tells the boss, which then reports the call's worker killed. The receiver is
+    # held (a done-callback) until both are there to read: the result is read first,
+    # whichever pipe it looks at first, and the future has it.
+    with taskfarm.Executor(1) as executor:
+        inbox = executor._machinery.feeder.boss._inbox
+        reader = reader_of(executor)
+        worker = psutil.Process(executor.submit(os.getpid).result(WAIT))
+
+        def hold(_: Future[Any]) -> None:   # in the receiver thread
+            select.select([reader.fd], [], [], WAIT)     # the result is written
+            worker.wait(WAIT)                            # the worker is gone
+            select.select([inbox.conn.fd], [], [], WAIT)  # the boss has word of it
+
+        through_the_boss = executor.submit(back, b"x" * (express.LIMIT + 1))
+        through_the_boss.add_done_callback(hold)
+        killed = executor.submit(killed_after_writing, 7)
+        assert killed.result(WAIT) == 7
+        assert len(through_the_boss.result(WAIT)) == express.LIMIT + 1
+        assert executor.submit(back, 8).result(WAIT) == 8
+
+
+def test_a_call_retried_elsewhere_does_not_hold_the_next_one() -> None:
+    # The first attempt's worker wrote the result and was killed; the boss retried
+    # the call on a new worker, where it runs on. The main program, which has the
+    # result, tells the boss that call ended: that is no reason to queue the next
+    # call behind the retry while the executor has room for a second worker.
+    with tempfile.TemporaryDirectory() as marks, \
+            taskfarm.Executor(2, retries=1) as executor:
+        executor.submit(os.getpid).result(WAIT)
+        assert executor.submit(killed_after_writing_a_second_time, marks, 7).result(WAIT) == 7
+        started = Path(marks, "started")
+        deadline = time.monotonic() + WAIT
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists()
+        try:
+            assert executor.submit(back, 8).result(WAIT) == 8   # not behind the retry
+        finally:
+            Path(marks, "release").touch()
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"], indirect=True)
+def test_a_worker_holds_its_own_pipes_only_and_passes_none_on(start_method: str) -> None:
+    # No end of the boss's pipes (or the main program could miss the boss's end), and
+    # nothing a program the call starts would inherit.
+    with taskfarm.Executor(1) as executor:
+        held = executor.submit(own_descriptors).result(WAIT)
+        assert len(held) == 3, held   # its task and result pipes, and the express pipe
+        assert not any(held.values()), held
 
 
 def test_every_result_of_a_burst_arrives_once() -> None:

@@ -29,6 +29,8 @@ from taskfarm._common.wire import Channel, unexpected
 def main(argv: list[str]) -> int:
     """Entry point: ``python -m taskfarm._boss CONTROL_FD REPORT_FD PARENT_PID``."""
     control_fd, report_fd, parent_pid = (int(a) for a in argv)
+    for fd in (control_fd, report_fd):   # a worker it spawns must not hold them
+        os.set_inheritable(fd, False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main program decides on Ctrl-C
     # Workers inherit it blocked, and let it in once they handle it (_worker/queue.py).
     signal.pthread_sigmask(signal.SIG_BLOCK, {TAKE_BACK_SIGNAL})

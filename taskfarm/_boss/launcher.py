@@ -49,11 +49,13 @@ class Launcher:
         here yet: until the next launch, a task that would need a new process goes
         behind one of them instead, on a worker that is done with it. Without this a
         program that submits its next call as soon as it has the last one's result
-        could start a process per call, its worker's outcome a few microseconds late."""
+        could start a process per call, its worker's outcome a few microseconds late.
+        A task tried again is not one of them: its result came from an earlier
+        attempt's worker, and the attempt running now is not finishing."""
         running = self.book.running
         for tid in tids:
             task = running.get(tid)
-            if task is not None and task.worker is not None:
+            if task is not None and task.worker is not None and not task.attempts:
                 self._finishing.append((task.worker, tid))
 
     def _finished_slot(self, isolated: bool) -> Slot | None:

@@ -228,10 +228,19 @@ class Inbox:
             records = self.ledger.records
             events = self._notice_events(msg.notices) if msg.notices else []
             outcomes = msg.outcomes
-            if self.express is not None:  # a call settled by its express result already
-                outcomes = tuple(o for o in outcomes if o.tid in records)
-            ended = [TaskEvent(EventKind.ENDED, o.tid, records[o.tid].name,
-                               self._report(o, records[o.tid])) for o in outcomes]
+            if self.express is not None:
+                # A result a worker wrote directly was written before the boss heard
+                # the task end (killed, timed out, stopped after writing): read it first.
+                if any(o.status != TaskStatus.DONE for o in outcomes):
+                    self._drain_express()
+                # A call settled by its express result already (looked up once: the
+                # receiver may drain the express pipe meanwhile, without read_lock).
+                pairs = [(o, r) for o in outcomes if (r := records.get(o.tid)) is not None]
+            else:
+                pairs = [(o, records[o.tid]) for o in outcomes]
+            outcomes = tuple(o for o, _ in pairs)
+            ended = [TaskEvent(EventKind.ENDED, o.tid, r.name, self._report(o, r))
+                     for o, r in pairs]
             events.extend(ended)
             if events:
                 self.events.publish(events)

@@ -63,6 +63,10 @@ def serve(task_conn: Channel, result_conn: Channel,
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop_requested)
+    # A program a task starts inherits none of its pipes (a spawned worker got them
+    # inheritable, and the express pipe is inheritable in the boss).
+    for fd in (task_conn.fd, result_conn.fd, *(() if express is None else (express,))):
+        os.set_inheritable(fd, False)
     # A process group of its own: what its tasks start joins it, and the boss ends the
     # group with the worker (a timeout, a stop, its death, the end of the farm).
     os.setpgid(0, 0)
