@@ -273,6 +273,28 @@ def test_functions_of_main_see_the_globals_of_the_moment(tmp_path: Any) -> None:
     assert done.stdout.strip() == b"[2, 1000000, 2, 3, 2, 11, 2, 6]", done.stderr
 
 
+def test_a_function_of_main_that_raises_shows_its_own_file_and_line(tmp_path: Any) -> None:
+    # A function of __main__ travels by value; the traceback of its failure still
+    # names the script and shows the line that raised, as it would have run here.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import traceback, taskfarm\n"
+        "def explode(x):\n"
+        "    raise ValueError(x)  # the line that raised\n"
+        "if __name__ == '__main__':\n"
+        "    with taskfarm.Executor(1) as executor:\n"
+        "        future = executor.submit(lambda x: explode(x), 5)\n"
+        "        try:\n"
+        "            future.result()\n"
+        "        except ValueError as error:\n"
+        "            traceback.print_exception(error)\n")
+    done = run_script(script)
+    shown = done.stderr.decode()
+    assert f'File "{script}", line 3, in explode' in shown, shown
+    assert "raise ValueError(x)  # the line that raised" in shown, shown
+    assert f'File "{script}", line 6, in <lambda>' in shown, shown
+
+
 def test_an_argument_that_cannot_be_pickled_fails_its_future_only(
         executor: taskfarm.Executor) -> None:
     bad = executor.submit(back, Unpicklable())          # submit itself never raises

@@ -173,6 +173,34 @@ def test_functions_and_classes_from_main_travel_as_instruction_values(tmp_path: 
     assert done.stdout.strip() == "[12, 14]"
 
 
+def test_a_function_from_main_that_raises_in_a_worker_shows_its_file_and_line(
+        tmp_path: Path) -> None:
+    script = tmp_path / "farm.py"
+    script.write_text(textwrap.dedent("""
+        import taskfarm
+
+        def explode(x):
+            raise ValueError(x)  # the line that raised
+
+        class Apply(taskfarm.Worker):
+            func: object
+            x: int
+            def task(self):
+                return self.func(self.x)
+
+        if __name__ == "__main__":
+            report = taskfarm.batch_main({}, {"func": [explode], "x": [1]},
+                                         print_report=None, on_error="continue")
+            print(report.failures[0].traceback)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f'File "{script}", line 5, in explode' in done.stdout, done.stdout
+    assert f'File "{script}", line 11, in task' in done.stdout, done.stdout
+    assert "raise ValueError(x)  # the line that raised" in done.stdout, done.stdout
+
+
 def test_coerced_values_reach_the_worker() -> None:
     report = taskfarm.batch_main({"factor": 4}, {"value": [1, 2]}, worker=Scale,
                                  print_report=None)

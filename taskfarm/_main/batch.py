@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
+from taskfarm._common import by_value
 from taskfarm._common.errors import InstructionError
 from taskfarm._common.messages import AddTasks, TaskSpec, WorkerClassSpec
 from taskfarm._common.shared_array import SharedArray, shared_in
@@ -148,7 +147,7 @@ def dumps_instructions(what: str, value: Any) -> bytes:
     if isinstance(value, dict) and all(type(v) in _PLAIN_TYPES for v in value.values()):
         return pickle.dumps(value, protocol=5)
     try:
-        blob: bytes = cloudpickle.dumps(value, protocol=5)
+        blob: bytes = by_value.dumps(value, protocol=5)
     except Exception as exc:
         raise InstructionError(f"{what} cannot be pickled to send to the boss: "
                                f"{type(exc).__name__}: {exc}") from exc

@@ -33,8 +33,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import cloudpickle
-
+from taskfarm._common import by_value
 from taskfarm._common.worker_class import Worker
 
 # Functions unpickled in this worker process, by their pickled bytes (same bytes, same
@@ -180,7 +179,7 @@ def call_worker_class(initializer: Callable[..., object] | None,
     setup = None
     if initializer is not None:
         try:
-            setup = cloudpickle.dumps((initializer, tuple(initargs)), protocol=5)
+            setup = by_value.dumps((initializer, tuple(initargs)), protocol=5)
         except Exception as exc:
             raise TypeError(f"the initializer and initargs cannot be pickled to send them "
                             f"to worker processes ({type(exc).__name__}: {exc}); a "
@@ -220,7 +219,7 @@ def pack(value: Any) -> Any:
         blob = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception:
         buffers.clear()
-        blob = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        blob = by_value.dumps(value, protocol=5, buffer_callback=buffers.append)
     return (blob, buffers) if buffers else blob
 
 
@@ -261,5 +260,5 @@ _MAIN = b"__main__"
 
 
 def _by_value(value: Any) -> bytes:
-    blob: bytes = cloudpickle.dumps(value, protocol=5)
+    blob: bytes = by_value.dumps(value, protocol=5)
     return blob

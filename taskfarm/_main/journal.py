@@ -42,9 +42,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import tblib
 
+from taskfarm._common import by_value
 from taskfarm._common.errors import InstructionError, RemoteTaskError
 from taskfarm._common.status import TaskStatus
 from taskfarm._main.events import EventKind, TaskEvent
@@ -258,7 +258,7 @@ def _dumps(value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=5)
     except Exception:
-        data: bytes = cloudpickle.dumps(value, protocol=5)
+        data: bytes = by_value.dumps(value, protocol=5)
         return data
 
 

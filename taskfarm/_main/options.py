@@ -10,9 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from schedulers import BaseScheduler, MaxThreadsScheduler
+from taskfarm._common import by_value
 from taskfarm._common.errors import InstructionError
 from taskfarm._common.messages import Configure
 from taskfarm._common.processes import START_METHODS
@@ -92,7 +91,7 @@ def configuration(scheduler: Any, name: str, *, on_error: str, isolated: bool,
                             "taskfarm.DaskBackend())")
         where = describe()
     log_level, task_log_level = forwarded_levels()
-    return Configure(list(sys.path), cloudpickle.dumps(scheduler), on_error, isolated,
+    return Configure(list(sys.path), by_value.dumps(scheduler), on_error, isolated,
                      start_method, verbose, name, bool(memory_limit), log_level,
                      task_log_level, seed, bool(capture_output), max_tasks_per_child,
                      started_notices, where)

@@ -18,8 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 # Imported here so that forked workers have it: unpickling a class or function sent
 # by value (from __main__) needs it, and so does a result plain pickle cannot take.
-import cloudpickle
-
+from taskfarm._common import by_value
 from taskfarm._common.messages import Notice, NoticeKind, Outcome, RunTask
 from taskfarm._common.processes import (
     CAPTURE_VARIABLE,
@@ -63,7 +62,7 @@ def dumps_user(value: Any, buffers: list[pickle.PickleBuffer] | None = None) -> 
     except Exception:
         if buffers is not None:
             buffers.clear()
-        data: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+        data: bytes = by_value.dumps(value, protocol=5, buffer_callback=callback)
         return data
 
 

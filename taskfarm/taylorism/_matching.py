@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
 import footprints
 
 from taskfarm import NoMatchingWorkerError
+from taskfarm._common import by_value as pickling
 from taskfarm.taylorism.util import SharedNumpyArray
 
 __all__ = ["NoAdequateWorkerError", "TaskSpec", "expand", "pack_call", "resolve"]
@@ -110,7 +110,7 @@ def pack_call(spec: TaskSpec, by_value: bool) -> bytes:
         except Exception:
             pass
     try:
-        data: bytes = cloudpickle.dumps((spec.cls, attrs), pickle.HIGHEST_PROTOCOL)
+        data: bytes = pickling.dumps((spec.cls, attrs), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise TypeError(f"the instructions of worker {spec.name!r} cannot travel to its "
                         f"process: {type(exc).__name__}: {exc}") from exc
