@@ -451,6 +451,43 @@ def test_a_result_that_cannot_be_unpickled_here_fails_a_fail_fast_run() -> None:
                             scheduler=MaxThreadsScheduler(1), print_report=None)
 
 
+def test_ctrl_c_as_the_main_thread_starts_reading_for_itself_leaves_the_receiver_reading(
+        gate: Gate, mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT delivered just as the main thread, about to wait for a report,
+    wakes the receiver thread to have it step aside (inbox.py, Inbox.reading): the
+    KeyboardInterrupt comes out of the call, and the receiver is not left aside for
+    good (it would be, were the Ctrl-C raised between counting the thread in and the
+    block that counts it out)."""
+    from taskfarm._main import inbox as inbox_module
+
+    sent: list[int] = []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with taskfarm.Boss(MaxThreadsScheduler(1), workers=[Blocker]) as boss:
+            inbox = boss._inbox
+            real_write = os.write
+
+            def interrupted_write(fd: int, data: Any) -> int:
+                if fd == inbox._wake_w and not sent:
+                    sent.append(fd)
+                    os.kill(os.getpid(), signal.SIGINT)
+                return real_write(fd, data)
+
+            boss.set_instructions({"gate": gate, "mailbox": mailbox}, {"label": ["a"]})
+            boss.make_them_work()
+            mailbox.read(1, timeout=WAIT)
+            monkeypatch.setattr(inbox_module.os, "write", interrupted_write)
+            with pytest.raises(KeyboardInterrupt):
+                next(boss.as_completed(timeout=WAIT))
+            monkeypatch.undo()
+            assert sent, "the receiver was not woken: the test proves nothing"
+            assert inbox.pumping == 0, "the receiver is left aside for good"
+            gate.release(1)
+            assert [r.result for r in boss.as_completed(timeout=WAIT)] == ["a"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_inside_boss_leaves_no_process_and_no_thread(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A real SIGINT while Boss() is starting its boss: KeyboardInterrupt from the

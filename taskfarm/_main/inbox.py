@@ -108,12 +108,14 @@ class Inbox:
                                      f"({type(exc).__name__}: {exc}); the farm is stopped",
                                      self.proc.pid))
         finally:
-            with self.read_lock:  # only this thread closes the pipes
+            # Only this thread closes the pipes; none is written to as it does (park).
+            with self.read_lock, self.park:
                 conn.close()
                 if self.express is not None:
                     self.express.close()
                 os.close(self._wake_w)
                 os.close(wake)
+                self._wake_w = -1
 
     def _step_aside(self) -> None:
         """Wait while a thread reads for itself, or read for itself recently (it
@@ -135,19 +137,23 @@ class Inbox:
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         """While in this block the calling thread reads messages itself
-        (:meth:`pump`) and the receiver thread steps aside."""
-        with self.park:
-            self.pumping += 1
-            wake = not self.parked
-        if wake:
-            with contextlib.suppress(OSError):  # full (it is already awake) or closed
-                os.write(self._wake_w, b".")
+        (:meth:`pump`) and the receiver thread steps aside. A Ctrl-C while the thread
+        is counted in or out is raised once the count is right: one between the two
+        would leave the receiver aside for good."""
+        counted = False
         try:
+            with sigint_held, self.park:
+                self.pumping += 1
+                counted = True
+                if not self.parked and self._wake_w >= 0:
+                    with contextlib.suppress(OSError):  # full: it is awake already
+                        os.write(self._wake_w, b".")
             yield
         finally:
-            with self.park:
-                self.pumping -= 1
-                self.lease = time.monotonic() + READ_LEASE
+            if counted:
+                with sigint_held, self.park:
+                    self.pumping -= 1
+                    self.lease = time.monotonic() + READ_LEASE
 
     def pump(self, timeout: float | None, seen: int) -> bool:
         """Read and handle one message in this thread (inside :meth:`reading`),
