@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -486,6 +487,28 @@ def test_ctrl_c_as_the_main_thread_starts_reading_for_itself_leaves_the_receiver
             assert [r.result for r in boss.as_completed(timeout=WAIT)] == ["a"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_reading_count_left_behind_delays_the_receiver_and_never_stops_it() -> None:
+    """Python cannot make counting a thread out of Inbox.reading one step with its
+    way out: a Ctrl-C at the wrong bytecode may leave the count behind. The receiver
+    then stands aside only while a reader was seen lately (STALE_READER): an
+    executor's futures, which it settles, still end."""
+    with taskfarm.Executor(1) as executor:
+        inbox = executor._machinery.feeder.boss._inbox
+        with inbox.park:
+            inbox.pumping += 1      # what such a Ctrl-C leaves, its reader seen lately
+            inbox.touched = time.monotonic() + 1.0   # (long enough to see it aside)
+        try:
+            os.write(inbox._wake_w, b".")   # the receiver looks, and steps aside
+            deadline = time.monotonic() + WAIT
+            while not inbox.parked and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert inbox.parked, "the receiver never stepped aside: the test proves nothing"
+            assert executor.submit(pow, 2, 5).result(timeout=WAIT) == 32
+        finally:
+            with inbox.park:
+                inbox.pumping -= 1
 
 
 def test_ctrl_c_inside_boss_leaves_no_process_and_no_thread(

@@ -45,6 +45,10 @@ _LOG = logging.getLogger("taskfarm")
 
 # How long the receiver thread stays aside after a thread last read for itself.
 READ_LEASE = 0.05
+# How long it stays aside for a thread counted as reading for itself that has not
+# been seen to since: a count left behind by a Ctrl-C at the wrong bytecode (Python
+# cannot make the count and its way out one step) costs this delay, never a hang.
+STALE_READER = 0.1
 
 
 class Inbox:
@@ -76,6 +80,7 @@ class Inbox:
         self.handled = 0      # messages handled so far, by any thread (see pump())
         self.parked = False   # the receiver is waiting in _step_aside
         self.lease = 0.0      # until when it stays aside after the last such thread left
+        self.touched = 0.0    # when such a thread last began to read (STALE_READER)
         self.park = threading.Condition(threading.Lock())
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -123,7 +128,7 @@ class Inbox:
         it saves). After READ_LEASE seconds without one, drain again."""
         with self.park:
             while not self.closed:
-                if self.pumping:
+                if self.pumping and time.monotonic() - self.touched < STALE_READER:
                     self.parked = True
                     self.park.wait(READ_LEASE)
                     continue
@@ -137,20 +142,23 @@ class Inbox:
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         """While in this block the calling thread reads messages itself
-        (:meth:`pump`) and the receiver thread steps aside. A Ctrl-C while the thread
-        is counted in or out is raised once the count is right: one between the two
-        would leave the receiver aside for good."""
+        (:meth:`pump`) and the receiver thread steps aside. The park lock is taken
+        with Ctrl-C held back, so a Ctrl-C never leaves it held; one as the thread is
+        counted in is raised once it is, inside the block that counts it out; one
+        just before the count-out leaves a count behind, which delays the receiver
+        by STALE_READER at most."""
         counted = False
         try:
             with sigint_held, self.park:
                 self.pumping += 1
                 counted = True
+                self.touched = time.monotonic()
                 if not self.parked and self._wake_w >= 0:
                     with contextlib.suppress(OSError):  # full: it is awake already
                         os.write(self._wake_w, b".")
             yield
         finally:
-            if counted:
+            if counted:  # the lock taken only with Ctrl-C held back: never left held
                 with sigint_held, self.park:
                     self.pumping -= 1
                     self.lease = time.monotonic() + READ_LEASE
@@ -160,7 +168,8 @@ class Inbox:
         waiting up to ``timeout`` seconds for it. ``seen`` is :attr:`handled` when the
         caller last looked: if another thread has handled a message since, return at
         once so the caller looks again. False when nothing came in time."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self.touched = now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
         if not self.read_lock.acquire(timeout=-1 if timeout is None else timeout):
             return False  # another thread reads; what it reads is in the reports
         try:
