@@ -139,7 +139,11 @@ class Executor(futures.Executor):
                      start_method=method, timeout=timeout, retries=retries,
                      keep_reports=False, max_tasks_per_child=max_tasks_per_child)
         try:
-            calls = Calls(boss._ledger, fail_fast=on_error == "raise")
+            grouping = not (timeout or retries or isolated or max_tasks_per_child
+                            or on_error == "raise")
+            # A lease holds a worker process for lone calls: only where each call is a
+            # task of its own to the boss in nothing but its worker (see executor_lease).
+            calls = Calls(boss._ledger, fail_fast=on_error == "raise", leasing=grouping)
             express = boss._inbox.express
             assert express is not None
             express.on_result = calls.on_express
@@ -156,8 +160,7 @@ class Executor(futures.Executor):
             boss.close()
             raise
         self.name = boss.name
-        self._grouping = not (timeout or retries or isolated or max_tasks_per_child
-                              or on_error == "raise")
+        self._grouping = grouping
         self._workers = max_workers or available_cpus()
         # Dropping the executor shuts it down without waiting: nothing submitted is lost.
         weakref.finalize(self, self._machinery.close, False).atexit = False
@@ -259,6 +262,7 @@ class _Machinery:
     def close(self, cancel_futures: bool) -> None:
         with self.calls.lock:
             self.calls.closing = True
+            self.calls.leases.revoke()
             self.calls.wake.notify()
         if cancel_futures:
             self.calls.cancel_pending()

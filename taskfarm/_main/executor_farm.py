@@ -27,13 +27,18 @@ executor down without waiting, and submitted work still finishes.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from taskfarm._common.errors import RemoteTaskError
+from taskfarm._common.lease import LEASED
+from taskfarm._common.status import TaskStatus
 from taskfarm._main.events import EventKind, TaskEvent
+from taskfarm._main.executor_lease import Lease, Leases
 from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
     expressed,
@@ -43,6 +48,7 @@ from taskfarm._main.executor_outcome import (
     set_running,
     settle,
     settled,
+    unpacked,
 )
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.report import TaskReport
@@ -113,7 +119,7 @@ class Calls:
     """The state the executor, the feeder and the sink share (see the module
     docstring). Every field is read and written under :attr:`lock`."""
 
-    def __init__(self, ledger: Ledger, fail_fast: bool) -> None:
+    def __init__(self, ledger: Ledger, fail_fast: bool, leasing: bool = False) -> None:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.queue: list[Submitted] = []           # submitted, not sent
@@ -126,8 +132,11 @@ class Calls:
         self.feeder_waiting = False
         # A submitting thread is giving its call to the boss itself (see add()).
         self.sending = False
-        # Gives a batch to the boss: the feeder's, set once it runs.
+        # Gives a batch to the boss, and a lone call as a lease says (mode, see
+        # Leases.mode): the feeder's, set once it runs.
         self.give: Callable[[list[Submitted]], None] | None = None
+        self.give_alone: Callable[[Submitted, str], None] | None = None
+        self.leases = Leases(leasing)                # see taskfarm/_main/executor_lease.py
         self._next = 0                             # the number of the next call's name
         # Tasks whose results came straight from their workers since the last give:
         # the boss hears of the latest with the next one (AddTasks.ended). Only those
@@ -166,22 +175,28 @@ class Calls:
                 and not (self.queue or self.sending or self.sent or self.started
                          or self.cancels or self.closing) \
                 and not getattr(self._sinking, "active", False)
+            mode = ""
             if direct:
                 self.sending = True
+                mode = self.leases.mode()
             else:
+                self.leases.revoke()   # its worker is wanted back
                 self.queue.append(submitted)
                 if self.feeder_waiting:
                     self.wake.notify()
         if direct:
-            self._give_here(submitted)
+            self._give_here(submitted, mode)
         return futures
 
-    def _give_here(self, submitted: Submitted) -> None:
+    def _give_here(self, submitted: Submitted, mode: str) -> None:
         """Give one submitted call to the boss from the submitting thread (see add()),
         then let the feeder have what came meanwhile."""
         try:
-            assert self.give is not None
-            self.give([submitted])
+            assert self.give is not None and self.give_alone is not None
+            if mode:
+                self.give_alone(submitted, mode)
+            else:
+                self.give([submitted])
         except Exception:  # a bug: fail what is out rather than leave it hanging
             _LOG.exception("taskfarm.Executor could not give a call to its boss")
             self.break_executor(ExecutorBrokenError("the executor could not give a call "
@@ -249,12 +264,16 @@ class Calls:
         starting: list[tuple[str, Future[Any]]] = []
         ending: list[tuple[Future[Any], bool, TaskReport]] = []
         ended: list[int] = []
+        leases: list[tuple[Lease, TaskReport]] = []
         with self.lock:
-            sent, started, names = self.sent, self.started, self.names
+            sent, started, names, live = self.sent, self.started, self.names, self.leases.live
             for event in events:
                 kind = event.kind
                 if kind is _ENDED:
                     ended.append(event.tid)
+                    if live and (lease := live.get(event.name)) is not None:
+                        leases.append((lease, event.report))  # type: ignore[arg-type]
+                        continue
                     future = started.pop(event.name, None)
                     if future is not None:
                         ending.append((future, True, event.report))  # type: ignore[arg-type]
@@ -272,6 +291,8 @@ class Calls:
                 self._ask_cancel(name)
         for future, running, report in ending:
             self._end(future, running, report)
+        for lease, report in leases:
+            self._lease_ended(lease, report)
         if ended:
             self._forget(ended)
 
@@ -282,8 +303,18 @@ class Calls:
         same (the worker died just after writing) finds nothing here. Never raises."""
         self._sinking.active = True
         try:
+            if tid >= LEASED:
+                self._on_leased(f"call-{tid - LEASED}", blob)
+                return
             record = self._ledger.records.get(tid)
             if record is None:
+                return
+            lease = self.leases.live.get(record.name)
+            if lease is not None:   # a lease's task ended (see executor_lease.py)
+                with self.lock:
+                    self._ended.append(tid)
+                self._lease_ended(lease, blob)
+                self._forget([tid])
                 return
             with self.lock:
                 self._ended.append(tid)
@@ -301,6 +332,75 @@ class Calls:
             _LOG.exception("taskfarm.Executor could not handle a call's result")
         finally:
             self._sinking.active = False
+
+    # ---- leases (see taskfarm/_main/executor_lease.py) -----------------------------------
+
+    def send_leased(self, name: str, number: int, future: Future[Any], fn_blob: bytes,
+                    args_blob: bytes) -> bool:
+        """Write a lone call to the current lease; False if it cannot take it (the lease
+        is then ended: the boss takes the call, and may want that worker for it)."""
+        with self.lock:
+            lease = self.leases.current
+            if lease is None or self.closing or self.broken is not None:
+                return False
+            if lease.outstanding is not None or not lease.write(number, fn_blob, args_blob):
+                self.leases.revoke()
+                return False
+            lease.outstanding = name
+            self.started[name] = future
+            set_running(future)   # under the lock: its result cannot be handled before
+        return True
+
+    def open_lease(self, name: str) -> str | None:
+        """A lease whose task is the lone call ``name``: its FIFO's path, or None."""
+        with self.lock:
+            if self.closing or self.broken is not None:
+                return None
+            return self.leases.open(name)
+
+    def _on_leased(self, name: str, blob: bytes) -> None:
+        """A call given to a lease came back on the express pipe (its packed result)."""
+        with self.lock:
+            self.leases.came(name)
+            future = self.started.pop(name, None)
+            running = future is not None
+            if future is None and (future := self.sent.pop(name, None)) is not None:
+                del self.names[future]
+        if future is not None:
+            result, exception = unpacked(blob, name)
+            if (running or set_running(future)) and settled(future, result, exception) \
+                    and exception is not None:
+                self._failed(exception)
+
+    def _lease_ended(self, lease: Lease, report: TaskReport | bytes) -> None:
+        """A lease's task ended, as its report says, or done with its result written
+        on the express pipe: settle the call it still had, if any (see
+        executor_lease.py)."""
+        with self.lock:
+            name = self.leases.ended(lease)
+            future = None if name is None else self.started.pop(name, None)
+            running = future is not None
+            if future is None and name is not None \
+                    and (future := self.sent.pop(name, None)) is not None:
+                del self.names[future]
+        if future is None or name is None:
+            return
+        if isinstance(report, bytes):
+            value, exception = expressed(report, name)
+        elif report.status is TaskStatus.DONE:
+            value, exception = unpacked(report.result, name)
+        else:
+            self._end(future, running, dataclasses.replace(report, name=name))
+            return
+        result = None
+        if exception is None:
+            if type(value) is tuple and len(value) == 2 and f"call-{value[0]}" == name:
+                result, exception = unpacked(value[1], name)
+            else:  # pragma: no cover - a lease ends with the call it had, or after it
+                exception = RemoteTaskError("the call was lost by its lease", name)
+        if (running or set_running(future)) and settled(future, result, exception) \
+                and exception is not None:
+            self._failed(exception)
 
     def _end(self, future: Future[Any], running: bool, report: TaskReport) -> None:
         """Settle the future of a call that ended (``running``: marked so already)."""
@@ -343,6 +443,7 @@ class Calls:
             if self.broken is not None:
                 return
             self.broken = error
+            self.leases.revoke()
             victims = [f for _, _, queued, _ in self.queue for f in queued]
             victims += [*self.sent.values(), *self.started.values()]
             self.queue.clear()

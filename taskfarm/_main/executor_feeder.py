@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import pickle
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,8 +27,14 @@ from taskfarm._main.batch import call_policies, prepare_calls
 from taskfarm._main.executor_farm import CallFuture, Calls, Submitted
 from taskfarm._main.executor_functions import FunctionBlobs
 from taskfarm._main.executor_outcome import ExecutorBrokenError, cancelled, settle
-from taskfarm._main.executor_worker import CallWorker, dumps_call, first_unpicklable
+from taskfarm._main.executor_worker import (
+    CallWorker,
+    dumps_call,
+    dumps_function,
+    first_unpicklable,
+)
 from taskfarm._main.handle import Boss
+from taskfarm._worker.lease import serve_lease
 
 # While calls are out, how often the feeder checks that the boss is still there
 # (seconds): a boss that died says nothing to the event stream. Also how often an
@@ -35,6 +42,8 @@ from taskfarm._main.handle import Boss
 LIVENESS_CHECK = 1.0
 
 _LOG = logging.getLogger("taskfarm")
+# The function of a lease's task (taskfarm/_main/executor_lease.py), by reference.
+_LEASE = dumps_function(serve_lease)
 
 
 class Feeder:
@@ -49,7 +58,7 @@ class Feeder:
 
     def _run(self) -> None:
         calls = self.calls
-        calls.give = self._send
+        calls.give, calls.give_alone = self._send, self._give_alone
         try:
             while True:
                 with calls.lock:
@@ -135,6 +144,31 @@ class Feeder:
             del group
             if given and not self._give(fn_blob, given, blobs):
                 return
+
+    def _give_alone(self, submitted: Submitted, mode: str) -> None:
+        """Give a lone call as ``mode`` says (:meth:`Leases.mode
+        <taskfarm._main.executor_lease.Leases.mode>`): written to the current lease, or
+        as the first call of a new lease; to the boss as usual if the lease cannot take
+        it. From the submitting thread, as :meth:`_send`."""
+        fn, ((args, kwargs),), (future,), (name,) = submitted
+        try:
+            fn_blob = _pickled("the function", self._functions.dumps, fn)
+            args_blob = _pickled("the arguments", dumps_call, args, kwargs)
+        except BaseException as exc:
+            self._fail([(name, future)], exc)
+            return
+        number = int(name.rpartition("-")[2])
+        calls = self.calls
+        if mode == "lease" and calls.send_leased(name, number, future, fn_blob, args_blob):
+            return
+        path = calls.open_lease(name) if mode == "open" else None
+        if path is not None:  # the lease's task: serve_lease(path, number, fn, args)
+            args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}), protocol=5)
+            fn_blob = _LEASE
+        with calls.lock:
+            calls.sent[name] = future
+            calls.names[future] = name
+        self._give(fn_blob, [name], [args_blob])
 
     def _give(self, fn_blob: bytes, names: list[str], blobs: list[bytes]) -> bool:
         """Give calls of one function to the boss; False if it could not be done (the

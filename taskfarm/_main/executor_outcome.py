@@ -153,6 +153,15 @@ def expressed(blob: bytes, name: str) -> tuple[Any, BaseException | None]:
         return None, _unpickling_error(exc, name)
 
 
+def unpacked(packed: Any, name: str) -> tuple[Any, BaseException | None]:
+    """(result, None) or (None, exception) for a result the worker packed
+    (:func:`taskfarm._main.executor_worker.pack`): a call of a lease."""
+    try:
+        return unpack(packed), None
+    except BaseException as exc:  # SystemExit from a hostile __reduce__ included
+        return None, _unpickling_error(exc, name)
+
+
 def _unpickling_error(exc: BaseException, name: str) -> RemoteTaskError:
     error = RemoteTaskError(f"the result of the call could not be unpickled in the main "
                             f"program: {type(exc).__name__}: {exc}", name)

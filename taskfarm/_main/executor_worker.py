@@ -90,12 +90,7 @@ class CallWorker(Worker):
 
     def task(self) -> Any:
         fn = _function(self.fn)
-        try:
-            call = pickle.loads(self.args)
-        except BaseException as exc:
-            exc.add_note("(while unpickling the arguments of the call in the worker "
-                         "process)")
-            raise
+        call = _arguments(self.args)
         if type(call) is list:  # a chunk of map: one result per argument tuple
             return pack([fn(*args) for args in call])
         if len(call) == 1:  # a chunk of map over one iterable: one result per item
@@ -105,6 +100,22 @@ class CallWorker(Worker):
         args, kwargs = call
         del call
         return pack(fn(*args, **kwargs))
+
+
+def run_call(fn_blob: bytes, args_blob: bytes) -> Any:
+    """One call from its pickled function and ``(args, kwargs)``, its result packed: a
+    call a lease runs (:mod:`taskfarm._worker.lease`)."""
+    fn = _function(fn_blob)
+    args, kwargs = _arguments(args_blob)
+    return pack(fn(*args, **kwargs))
+
+
+def _arguments(blob: bytes) -> Any:
+    try:
+        return pickle.loads(blob)
+    except BaseException as exc:
+        exc.add_note("(while unpickling the arguments of the call in the worker process)")
+        raise
 
 
 class ChunkFailure:

@@ -35,7 +35,7 @@ from taskfarm._common.processes import (
 from taskfarm._common.status import TaskStatus
 from taskfarm._common.wire import Channel
 from taskfarm._common.worker_class import Worker
-from taskfarm._worker import memory_limit
+from taskfarm._worker import lease, memory_limit
 from taskfarm._worker.queue import TaskQueue
 from taskfarm._worker.run import (
     ProcessState,
@@ -77,6 +77,7 @@ def serve(task_conn: Channel, result_conn: Channel,
     worker_class.emitter = state.emit
     level = os.environ.get(LEVEL_VARIABLE, "")
     forward_from(state.forward_log, int(level) if level.isdigit() else logging.WARNING)
+    lease.express_fd, lease.notices = express, lambda: state.notices
     queue = TaskQueue(task_conn, sender)
     queue.on_drop = functools.partial(keep_blobs, state)
     queue.listen()

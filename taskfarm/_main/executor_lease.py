@@ -1,0 +1,154 @@
+"""Leases, in the main program: the executor's side of a lone call given straight to a
+worker process (see :mod:`taskfarm._common.lease` for why, and
+:mod:`taskfarm._worker.lease` for the worker's side). Runs in the main program, under
+the lock of the executor's :class:`~taskfarm._main.executor_farm.Calls`.
+
+A program that submits one call at a time, waiting for each (``submit(...).result()``
+in a loop), gives its second such call to the boss as a lease: the lease's task runs
+that call first, then the calls the main program writes to the lease's FIFO, each
+submitted while nothing else is in flight. The lease holds one worker process the
+whole time, so it ends as soon as anything else goes to the boss: a call submitted
+while another is in flight (queued for the feeder), a ``map``, ``shutdown``, an
+executor that breaks. Ending it is writing its end on the FIFO, behind the call
+written before, if any; the lease's task then returns, and its worker process is the
+boss's again.
+
+Every call of a lease ends in exactly one state:
+
+- its result comes on the express pipe (``LEASED`` + its number);
+- or the lease's task ends with it: the call's result (too large for the express
+  pipe), its exception (the task fails as the call would have), or the worker
+  process's death (the task, and so that call, ends killed).
+
+A call is written to the lease only once the lease's first call has come back on the
+express pipe (the worker reads the FIFO from then on) and while no other call is in
+flight: the FIFO never holds more than one call, which is marked running as it is
+written (the worker is waiting for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+
+from taskfarm._common.lease import END, FRAME, LIMIT
+
+# The lone calls in a row (each submitted while nothing else was in flight) after
+# which the next one opens a lease: a program that waits for each call before the next.
+LEASE_AFTER = 2
+
+
+class Lease:
+    """One lease: its FIFO's write end, the name of its task (that of its first call),
+    and the call given to it whose result has not come."""
+
+    __slots__ = ("fd", "name", "outstanding", "path", "usable")
+
+    def __init__(self, name: str, path: str, fd: int) -> None:
+        self.name, self.path, self.fd = name, path, fd
+        self.outstanding: str | None = name
+        self.usable = False   # its first call came back by express: the worker reads the FIFO
+
+    def write(self, number: int, fn_blob: bytes, args_blob: bytes) -> bool:
+        """Write a call on the FIFO; False if it cannot be (too large: the boss takes it)."""
+        frame = FRAME.pack(number, len(fn_blob), len(args_blob))
+        if len(frame) + len(fn_blob) + len(args_blob) > LIMIT or self.fd < 0:
+            return False
+        try:
+            os.write(self.fd, b"".join((frame, fn_blob, args_blob)))
+        except OSError:
+            return False
+        return True
+
+    def end(self) -> None:
+        """Write the lease's end (behind any call written before), and let the FIFO go:
+        the worker, if it opened it, reads to the end; if not, it finds no FIFO."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.fd, END)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+
+
+class Leases:
+    """The leases of one executor: the current one, and those whose tasks have not
+    ended (an ended lease's task runs until it reads its end)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.current: Lease | None = None
+        self.live: dict[str, Lease] = {}
+        self._streak = 0   # lone calls in a row
+
+    def mode(self) -> str:
+        """How the lone call being submitted goes: ``"lease"`` (written to the current
+        lease), ``"open"`` (it opens a lease) or ``""`` (to the boss)."""
+        lease = self.current
+        if lease is not None:
+            if lease.usable and lease.outstanding is None:
+                return "lease"
+            self.revoke()   # its first call was cancelled: the boss takes this one
+            return ""
+        if not self.enabled:
+            return ""
+        self._streak += 1
+        return "open" if self._streak >= LEASE_AFTER else ""
+
+    def revoke(self) -> None:
+        """Something goes to the boss: the current lease ends (see the module
+        docstring), and lone calls are counted afresh."""
+        self._streak = 0
+        lease, self.current = self.current, None
+        if lease is not None:
+            lease.end()
+
+    def open(self, name: str) -> str | None:
+        """A new lease, whose task is the call ``name``: the path of its FIFO, or None
+        if no FIFO can be made (leases are then given up)."""
+        try:
+            path, fd = _fifo()
+        except OSError:
+            self.enabled = False
+            return None
+        lease = self.current = self.live[name] = Lease(name, path, fd)
+        return lease.path
+
+    def came(self, name: str) -> None:
+        """The result of call ``name`` came on the express pipe: the lease it was
+        given to, if any, may take the next call."""
+        for lease in self.live.values():
+            if lease.outstanding == name:
+                lease.outstanding = None
+                lease.usable = True
+
+    def ended(self, lease: Lease) -> str | None:
+        """A lease's task ended: forget the lease; the call it still had, if any."""
+        if self.live.pop(lease.name, None) is None:   # heard of twice
+            return None
+        if self.current is lease:
+            self.current = None
+        lease.end()
+        name, lease.outstanding = lease.outstanding, None
+        return name
+
+
+def _fifo() -> tuple[str, int]:
+    """A new FIFO, only this user's, and its write end (non-blocking; open for reading
+    too, so that it opens at once and a worker's open never waits)."""
+    directory = tempfile.gettempdir()
+    while True:
+        path = os.path.join(directory, f"taskfarm-lease-{secrets.token_hex(8)}")
+        try:
+            os.mkfifo(path, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            return path, os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            os.unlink(path)
+            raise
