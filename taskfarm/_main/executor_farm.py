@@ -38,6 +38,7 @@ from taskfarm._common.errors import RemoteTaskError
 from taskfarm._common.lease import LEASED
 from taskfarm._common.status import TaskStatus
 from taskfarm._main.events import EventKind, TaskEvent
+from taskfarm._main.executor_future import CallFuture
 from taskfarm._main.executor_lease import Lease, Leases
 from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
@@ -65,54 +66,6 @@ ENDED_KEPT = 64
 # chunk: its list of argument tuples, and None), their futures and task names.
 Submitted = tuple[Callable[..., Any], Sequence[tuple[Any, dict[str, Any] | None]],
                   tuple[Future[Any], ...], list[str]]
-
-
-class _FutureCondition(threading.Condition):
-    """A future's condition: ``threading.Condition`` over an RLock, whose lock methods
-    are the class's own rather than five bound methods made per instance. Thousands
-    of futures are in flight at once; each bound method is one more object for the
-    garbage collector to allocate and walk again and again while they wait."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._waiters: collections.deque[Any] = collections.deque()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def _release_save(self) -> Any:
-        return self._lock._release_save()  # type: ignore[attr-defined]
-
-    def _acquire_restore(self, state: Any) -> None:
-        self._lock._acquire_restore(state)  # type: ignore[attr-defined]
-
-    def _is_owned(self) -> bool:
-        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
-
-
-class CallFuture(Future[Any]):
-    """The future of one call (or one ``map`` chunk): a genuine
-    ``concurrent.futures.Future`` that tells its executor when it is cancelled, so that
-    a call not started yet is dropped or cancelled at the boss. (A done-callback on
-    every future would say as much, at the cost of a lock and a list per call.)"""
-
-    # Raised by Executor.map after this future's results: the error of a map chunk
-    # that could not be pickled, behind the chunks of its task that could.
-    then_raise: BaseException | None = None
-
-    def __init__(self, calls: Calls) -> None:
-        super().__init__()
-        self._condition = _FutureCondition()
-        self._calls = calls
-
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        self._calls.on_cancelled(self)
-        return True
 
 
 class Calls:
@@ -178,7 +131,10 @@ class Calls:
             mode = ""
             if direct:
                 self.sending = True
-                mode = self.leases.mode()
+                if calls[0][1] is not None:   # a call, not a map's chunk
+                    mode = self.leases.mode()
+                else:
+                    self.leases.revoke()
             else:
                 self.leases.revoke()   # its worker is wanted back
                 self.queue.append(submitted)
@@ -334,29 +290,6 @@ class Calls:
             self._sinking.active = False
 
     # ---- leases (see taskfarm/_main/executor_lease.py) -----------------------------------
-
-    def send_leased(self, name: str, number: int, future: Future[Any], fn_blob: bytes,
-                    args_blob: bytes) -> bool:
-        """Write a lone call to the current lease; False if it cannot take it (the lease
-        is then ended: the boss takes the call, and may want that worker for it)."""
-        with self.lock:
-            lease = self.leases.current
-            if lease is None or self.closing or self.broken is not None:
-                return False
-            if lease.outstanding is not None or not lease.write(number, fn_blob, args_blob):
-                self.leases.revoke()
-                return False
-            lease.outstanding = name
-            self.started[name] = future
-            set_running(future)   # under the lock: its result cannot be handled before
-        return True
-
-    def open_lease(self, name: str) -> str | None:
-        """A lease whose task is the lone call ``name``: its FIFO's path, or None."""
-        with self.lock:
-            if self.closing or self.broken is not None:
-                return None
-            return self.leases.open(name)
 
     def _on_leased(self, name: str, blob: bytes) -> None:
         """A call given to a lease came back on the express pipe (its packed result)."""

@@ -24,9 +24,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from taskfarm._main.batch import call_policies, prepare_calls
-from taskfarm._main.executor_farm import CallFuture, Calls, Submitted
+from taskfarm._main.executor_farm import Calls, Submitted
 from taskfarm._main.executor_functions import FunctionBlobs
-from taskfarm._main.executor_outcome import ExecutorBrokenError, cancelled, settle
+from taskfarm._main.executor_future import CallFuture
+from taskfarm._main.executor_outcome import ExecutorBrokenError, cancelled, set_running, settle
 from taskfarm._main.executor_worker import (
     CallWorker,
     dumps_call,
@@ -159,9 +160,21 @@ class Feeder:
             return
         number = int(name.rpartition("-")[2])
         calls = self.calls
-        if mode == "lease" and calls.send_leased(name, number, future, fn_blob, args_blob):
-            return
-        path = calls.open_lease(name) if mode == "open" else None
+        path = None
+        with calls.lock:
+            lease = calls.leases.current
+            if calls.closing or calls.broken is not None:
+                pass
+            elif mode == "open":
+                path = calls.leases.open(name)
+            elif lease is not None and lease.outstanding is None \
+                    and lease.write(number, fn_blob, args_blob):
+                lease.outstanding = name
+                calls.started[name] = future
+                set_running(future)   # under the lock: its result waits for it
+                return
+            else:  # the boss takes it, and may want the lease's worker for it
+                calls.leases.revoke()
         if path is not None:  # the lease's task: serve_lease(path, number, fn, args)
             args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}), protocol=5)
             fn_blob = _LEASE
