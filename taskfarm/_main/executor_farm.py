@@ -90,6 +90,9 @@ class Calls:
         self.give: Callable[[list[Submitted]], None] | None = None
         self.give_alone: Callable[[Submitted, str], None] | None = None
         self.leases = Leases(leasing)                # see taskfarm/_main/executor_lease.py
+        # Calls given to a lease that ended before reading them: (name, blobs of the
+        # function and arguments), for the feeder to give to the boss (still running).
+        self.regive: list[tuple[str, bytes, bytes]] = []
         self._next = 0                             # the number of the next call's name
         # Tasks whose results came straight from their workers since the last give:
         # the boss hears of the latest with the next one (AddTasks.ended). Only those
@@ -310,7 +313,12 @@ class Calls:
         on the express pipe: settle the call it still had, if any (see
         executor_lease.py)."""
         with self.lock:
-            name = self.leases.ended(lease)
+            name, unread = self.leases.ended(lease)
+            if unread is not None and name in self.started:   # never started: see ended()
+                self.regive.append((name, *unread))
+                if self.feeder_waiting:
+                    self.wake.notify()
+                return
             future = None if name is None else self.started.pop(name, None)
             running = future is not None
             if future is None and name is not None \

@@ -66,7 +66,7 @@ class Feeder:
                     # While a submitting thread gives its call (Calls.add), wait: what
                     # was submitted after it is given after it.
                     while calls.sending or not (calls.queue or calls.cancels or calls.closing
-                                                or calls.broken):
+                                                or calls.broken or calls.regive):
                         calls.feeder_waiting = True
                         calls.wake.wait(LIVENESS_CHECK)
                         calls.feeder_waiting = False
@@ -74,12 +74,16 @@ class Feeder:
                             break
                     batch, calls.queue = calls.queue, []
                     cancels, calls.cancels = calls.cancels, []
-                    done = calls.broken is not None or (calls.closing and not batch)
+                    regive, calls.regive = calls.regive, []
+                    done = calls.broken is not None or (calls.closing and not batch
+                                                        and not regive)
                 if self.boss.finished and calls.broken is None:
                     calls.break_executor(ExecutorBrokenError(
                         f"the boss process of the executor ({self.boss.name}) has died; "
                         "its worker processes were stopped with it"))
                     done = True
+                for name, fn_blob, args_blob in regive:   # in `started` all along
+                    self._give(fn_blob, [name], [args_blob])
                 if batch:
                     self._send(batch)
                 del batch
@@ -243,6 +247,7 @@ class Feeder:
         finally:
             boss.close()
         with calls.lock:
+            calls.leases.close()
             left = bool(calls.out() or calls.queue)
         if left:  # the boss died, or a call could not be given
             calls.break_executor(ExecutorBrokenError(

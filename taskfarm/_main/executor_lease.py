@@ -44,12 +44,14 @@ class Lease:
     """One lease: its FIFO's write end, the name of its task (that of its first call),
     and the call given to it whose result has not come."""
 
-    __slots__ = ("fd", "name", "outstanding", "path", "usable")
+    __slots__ = ("blobs", "ending", "fd", "name", "outstanding", "path", "usable")
 
     def __init__(self, name: str, path: str, fd: int) -> None:
         self.name, self.path, self.fd = name, path, fd
         self.outstanding: str | None = name
+        self.blobs: tuple[bytes, bytes] | None = None   # the outstanding call's, if written
         self.usable = False   # its first call came back by express: the worker reads the FIFO
+        self.ending = False   # its end is written
 
     def write(self, number: int, fn_blob: bytes, args_blob: bytes) -> bool:
         """Write a call on the FIFO; False if it cannot be (too large: the boss takes it)."""
@@ -60,19 +62,38 @@ class Lease:
             os.write(self.fd, b"".join((frame, fn_blob, args_blob)))
         except OSError:
             return False
+        self.blobs = fn_blob, args_blob
         return True
 
     def end(self) -> None:
-        """Write the lease's end (behind any call written before), and let the FIFO go:
-        the worker, if it opened it, reads to the end; if not, it finds no FIFO."""
-        if self.fd < 0:
+        """Write the lease's end (behind any call written before) and remove the FIFO's
+        name: the worker, if it opened it, reads to the end; if not, it finds no FIFO.
+        The write end stays open until the lease's task ends (see :meth:`unread`)."""
+        if self.ending or self.fd < 0:
             return
+        self.ending = True
         with contextlib.suppress(OSError):
             os.write(self.fd, END)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
-        fd, self.fd = self.fd, -1
-        os.close(fd)
+
+    def unread(self) -> bool:
+        """Once the lease's task has ended: whether the outstanding call is still in the
+        FIFO, never read (so never started: the boss may run it). Closes the FIFO."""
+        if self.fd < 0:
+            return False
+        data = b""
+        with contextlib.suppress(OSError):   # EAGAIN: empty
+            data = os.read(self.fd, 65536)
+        self.close()
+        if len(data) < FRAME.size or self.outstanding is None:
+            return False
+        return f"call-{FRAME.unpack_from(data)[0]}" == self.outstanding
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 class Leases:
@@ -126,15 +147,25 @@ class Leases:
                 lease.outstanding = None
                 lease.usable = True
 
-    def ended(self, lease: Lease) -> str | None:
-        """A lease's task ended: forget the lease; the call it still had, if any."""
+    def ended(self, lease: Lease) -> tuple[str | None, tuple[bytes, bytes] | None]:
+        """A lease's task ended: forget the lease. The call it still had, if any, and
+        that call's blobs if it was never read (the boss is to run it)."""
         if self.live.pop(lease.name, None) is None:   # heard of twice
-            return None
+            return None, None
         if self.current is lease:
             self.current = None
         lease.end()
+        unread = lease.unread()
         name, lease.outstanding = lease.outstanding, None
-        return name
+        return name, lease.blobs if unread else None
+
+    def close(self) -> None:
+        """The executor's farm is gone: close every lease's FIFO."""
+        for lease in self.live.values():
+            lease.end()
+            lease.close()
+        self.live.clear()
+        self.current = None
 
 
 def _fifo() -> tuple[str, int]:
