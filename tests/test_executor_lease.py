@@ -45,6 +45,12 @@ def make(size: int) -> bytes:
     return b"y" * size
 
 
+def fork_and_return(value: int) -> int:
+    """Both copies return: the copy must not go on serving the lease."""
+    os.fork()
+    return value
+
+
 def leased(executor: taskfarm.Executor) -> bool:
     return executor._machinery.calls.leases.current is not None
 
@@ -168,3 +174,13 @@ def test_shutdown_with_a_leased_call_running_lets_it_finish() -> None:
         executor.shutdown(wait=True)
         release.set()
         assert future.result(WAIT) == 1024
+
+
+def test_a_leased_call_that_forks_leaves_its_copy_out_of_the_lease() -> None:
+    """The copy returns from the call as the worker does: it must neither answer for
+    the call nor read the next ones (it would take them from the worker)."""
+    with taskfarm.Executor(2) as executor:
+        lone(executor)
+        worker = executor.submit(pid_of).result(WAIT)
+        assert executor.submit(fork_and_return, 7).result(WAIT) == 7
+        assert {executor.submit(pid_of).result(WAIT) for _ in range(30)} == {worker}

@@ -35,6 +35,7 @@ from taskfarm._main.executor_worker import (
     first_unpicklable,
 )
 from taskfarm._main.handle import Boss
+from taskfarm._main.interrupts import sigint_held
 from taskfarm._worker.lease import serve_lease
 
 # While calls are out, how often the feeder checks that the boss is still there
@@ -165,7 +166,8 @@ class Feeder:
         number = int(name.rpartition("-")[2])
         calls = self.calls
         path = None
-        with calls.lock:
+        # Ctrl-C held back: a call written to the lease is registered with it.
+        with sigint_held, calls.lock:
             lease = calls.leases.current
             if calls.closing or calls.broken is not None:
                 pass

@@ -14,6 +14,8 @@ with what cannot go the express way:
   express frame, or which sent a notice (a log record) that its result must not
   overtake, or which ran when the FIFO could not be opened.
 
+A copy of the process that a call forked, returning from it, returns at once: it
+neither answers for the call nor reads the next ones (the worker's loop then ends it).
 A call that raises ends the lease with its exception: the lease's task fails as that
 call would have, and the main program gives that to the call's future. A worker process
 that dies in a call ends the lease as killed, and so fails that call, only.
@@ -40,11 +42,14 @@ def serve_lease(path: str, number: int, fn_blob: bytes, args_blob: bytes) -> Any
     from taskfarm._main.executor_worker import run_call  # imported by the call already
 
     fd = _open(path)
+    pid = os.getpid()
     buffer = b""
     try:
         while True:
             sent = notices() if notices is not None else 0
             packed = run_call(fn_blob, args_blob)
+            if os.getpid() != pid:   # a copy the call forked returned: it says nothing
+                return None
             if fd < 0 or express_fd is None or type(packed) is not bytes \
                     or (notices is not None and notices() != sent) \
                     or not write_express(express_fd, LEASED + number, packed):
