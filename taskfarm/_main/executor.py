@@ -25,7 +25,10 @@ pickles whatever has accumulated and gives it to the boss as one batch (a lone c
 submitted while nothing else is in flight, is given at once from the submitting
 thread: one thread hand-over less); the boss schedules the calls on its workers, and
 the receiver thread of the Boss handle settles each future as the boss reports its
-call's start and end. How a call travels and runs
+call's start and end. A program that waits for each call before it submits the next
+gets a lease (:mod:`taskfarm._main.executor_lease`): one worker process runs its
+calls, written to it straight from the submitting thread, without the boss. How a
+call travels and runs
 in a worker is in :mod:`taskfarm._main.executor_worker`; how a task's ending becomes a
 result or an exception in :mod:`taskfarm._main.executor_outcome`.
 

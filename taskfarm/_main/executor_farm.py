@@ -7,8 +7,9 @@ Three actors share one :class:`Calls` (a lock, the queue, the futures sent):
 
 - ``submit`` (any thread) appends a call to the queue and wakes the feeder if it
   sleeps: a few microseconds, no pickling, no system call. A lone call, submitted
-  while nothing else is in flight, is given to the boss from the submitting thread
-  instead (see :meth:`Calls.add`).
+  while nothing else is in flight, is given from the submitting thread instead (see
+  :meth:`Calls.add`): to the boss, or, in a run of lone calls, straight to a worker
+  process that holds a lease (:mod:`taskfarm._main.executor_lease`).
 - The feeder thread (:class:`~taskfarm._main.executor_feeder.Feeder`) takes whatever
   has accumulated, pickles it and gives it to the Boss in one message per function:
   one message per batch rather than one per ``submit`` is what makes tiny calls
