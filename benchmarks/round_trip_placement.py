@@ -3,13 +3,15 @@ ProcessPoolExecutor's, in one run.
 
     python benchmarks/round_trip_placement.py [--calls 600] [--rounds 2]
 
-A lone call crosses three processes with taskfarm (main program, boss, worker) and two
-with ProcessPoolExecutor (main program, worker). On a 2-CPU machine two of taskfarm's
-three share a CPU, and which two is the kernel's choice, made as processes wake each
-other and kept while it works: the round trip of ``benchmarks/executor.py`` moves
-with it from one run to the next. This script pins each placement in turn (CPU
-affinity of the main program's threads, of the boss, of the workers; Linux, at least
-2 CPUs) and prints the p50 of each, then both executors left to the kernel.
+A program that waits for each call gets a lease (taskfarm/_main/executor_lease.py):
+its calls cross two processes, the main program and the worker holding the lease, as
+with ProcessPoolExecutor; the boss only watches. Where the kernel runs them still
+counts: waking a process on the other CPU costs more than on one's own, and which
+placement a run gets is the kernel's choice, kept while the processes keep waking
+each other. This script pins each placement in turn (CPU affinity of the main
+program's threads, of the boss, of the workers; Linux, at least 2 CPUs), after 100
+calls (the lease is held by then), and prints the p50 of each, then both executors
+left to the kernel.
 """
 
 from __future__ import annotations
