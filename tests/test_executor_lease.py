@@ -73,9 +73,11 @@ def fifos() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("taskfarm-lease-*")}
 
 
-def test_lone_calls_in_a_row_run_in_the_leased_worker_and_leave_nothing_behind() -> None:
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_lone_calls_in_a_row_run_in_the_leased_worker_and_leave_nothing_behind(
+        context: str) -> None:
     before = fifos()
-    with taskfarm.Executor(2) as executor:
+    with taskfarm.Executor(2, mp_context=context) as executor:
         pids = [executor.submit(pid_of).result(WAIT) for _ in range(10)]
         assert leased(executor)
         assert len(set(pids[1:])) == 1   # from the lease's first call on, one process

@@ -48,6 +48,20 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         return super().reducer_override(obj)
 
 
+def dumps_user(value: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+    """Pickle a user value: plain pickle first (about ten times faster on small
+    values), by value (:func:`dumps`) for what it cannot do (lambdas, classes of
+    ``__main__``). With ``buffers``, large data that supports it (numpy arrays) is
+    left out of the pickle and appended there instead."""
+    callback = buffers.append if buffers is not None else None
+    try:
+        return pickle.dumps(value, protocol=5, buffer_callback=callback)
+    except Exception:
+        if buffers is not None:
+            buffers.clear()
+        return dumps(value, protocol=5, buffer_callback=callback)
+
+
 def dumps(value: Any, protocol: int = pickle.HIGHEST_PROTOCOL,
           buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
     """``cloudpickle.dumps``, keeping the file name of the code it sends by value."""

@@ -226,11 +226,7 @@ def pack(value: Any) -> Any:
     """A result, pickled here in the worker (see the module docstring): its bytes, or
     (bytes, out-of-band buffers)."""
     buffers: list[pickle.PickleBuffer] = []
-    try:
-        blob = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception:
-        buffers.clear()
-        blob = by_value.dumps(value, protocol=5, buffer_callback=buffers.append)
+    blob = by_value.dumps_user(value, buffers)
     return (blob, buffers) if buffers else blob
 
 

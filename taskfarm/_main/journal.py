@@ -236,7 +236,7 @@ class Journal:
         text = canonical(report.instructions)
         result = result_file = None
         if report.status is TaskStatus.DONE:
-            data = _dumps(report.result)
+            data = by_value.dumps_user(report.result)
             if len(data) > INLINE_MAX:
                 self.results_dir.mkdir(mode=0o700, exist_ok=True)
                 self._files = True
@@ -250,16 +250,8 @@ class Journal:
                 slot, report.started, report.ended, report.setup_time, report.cpu_time,
                 report.peak_rss, report.exitcode, report.signal_name,
                 json.dumps(report.attempts),
-                _dumps(report.emitted) if report.emitted else None,
+                by_value.dumps_user(report.emitted) if report.emitted else None,
                 report.stdout, report.stderr, time.time())
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return pickle.dumps(value, protocol=5)
-    except Exception:
-        data: bytes = by_value.dumps(value, protocol=5)
-        return data
 
 
 def _error_blob(exc: BaseException | None) -> bytes | None:
@@ -267,7 +259,7 @@ def _error_blob(exc: BaseException | None) -> bytes | None:
         return None
     try:
         tb = tblib.Traceback(exc.__traceback__).as_dict() if exc.__traceback__ else None
-        data = _dumps((exc, tb))
+        data = by_value.dumps_user((exc, tb))
         pickle.loads(data)
         return data
     except BaseException:

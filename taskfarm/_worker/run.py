@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 # Imported here so that forked workers have it: unpickling a class or function sent
 # by value (from __main__) needs it, and so does a result plain pickle cannot take.
-from taskfarm._common import by_value
+from taskfarm._common.by_value import dumps_user
 from taskfarm._common.messages import Notice, NoticeKind, Outcome, RunTask
 from taskfarm._common.processes import (
     CAPTURE_VARIABLE,
@@ -50,20 +50,6 @@ def end_by_sigterm() -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
     os._exit(128 + signal.SIGTERM)  # not reached
-
-
-def dumps_user(value: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
-    """Pickle a user value: plain pickle first (fast), cloudpickle for what it cannot
-    do (lambdas, classes from ``__main__``). With ``buffers``, large data that supports
-    it (numpy arrays) is left out of the pickle and appended there instead."""
-    callback = buffers.append if buffers is not None else None
-    try:
-        return pickle.dumps(value, protocol=5, buffer_callback=callback)
-    except Exception:
-        if buffers is not None:
-            buffers.clear()
-        data: bytes = by_value.dumps(value, protocol=5, buffer_callback=callback)
-        return data
 
 
 def _peak_rss() -> int:
