@@ -654,3 +654,15 @@ def test_a_dead_boss_fails_pending_futures_and_later_submits(gate: Gate,
     with pytest.raises(BrokenExecutor):
         executor.submit(add, 1)
     executor.shutdown(wait=True)
+
+
+def test_a_future_of_the_executor_has_every_field_of_a_standard_future() -> None:
+    """CallFuture sets Future's fields itself (executor_future._OWN_INIT): none missing,
+    whatever this Python's Future has."""
+    from taskfarm._main.executor_future import CallFuture
+
+    with taskfarm.Executor(1) as executor:
+        future = executor.submit(abs, -1)
+        assert isinstance(future, CallFuture)
+        assert set(vars(Future())) <= set(vars(future))
+        assert future.result(WAIT) == 1

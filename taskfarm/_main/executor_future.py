@@ -11,7 +11,14 @@ from __future__ import annotations
 import collections
 import threading
 from concurrent.futures import Future
+from concurrent.futures._base import PENDING
 from typing import TYPE_CHECKING, Any
+
+# Future.__init__ makes a threading.Condition, which CallFuture replaces at once (a
+# third of the cost of a future): CallFuture sets the fields itself when they are
+# these, the same from Python 3.11 to 3.13; else it calls Future.__init__.
+_OWN_INIT = set(vars(Future())) == {"_condition", "_state", "_result", "_exception",
+                                    "_waiters", "_done_callbacks"}
 
 if TYPE_CHECKING:
     from taskfarm._main.executor_farm import Calls
@@ -54,8 +61,16 @@ class CallFuture(Future[Any]):
     then_raise: BaseException | None = None
 
     def __init__(self, calls: Calls) -> None:
-        super().__init__()
-        self._condition = _FutureCondition()
+        if _OWN_INIT:   # Future.__init__'s fields, without the Condition it would make
+            self._condition = _FutureCondition()
+            self._state = PENDING
+            self._result = None
+            self._exception: BaseException | None = None
+            self._waiters: list[Any] = []
+            self._done_callbacks: list[Any] = []
+        else:  # pragma: no cover - a Python whose Future has other fields
+            super().__init__()
+            self._condition = _FutureCondition()
         self._calls = calls
 
     def cancel(self) -> bool:
