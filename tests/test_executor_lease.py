@@ -125,10 +125,12 @@ def test_what_a_lease_cannot_take_goes_to_the_boss_without_a_deadlock(workers: i
     # and shutdown (the with) ended the last lease: the farm finished
 
 
+@pytest.mark.parametrize("then", ["", "shutdown"])
 def test_a_call_written_to_a_lease_whose_worker_died_before_reading_it_runs_elsewhere(
-        ) -> None:
+        then: str) -> None:
     """The worker dies idle, and the call is written before the main program hears of
-    it: the call was never read, so it never started; the boss runs it elsewhere."""
+    it: the call was never read, so it never started; the boss runs it elsewhere, also
+    when shutdown() came meanwhile."""
     with taskfarm.Executor(2) as executor:
         lone(executor)
         worker = executor.submit(pid_of).result(WAIT)
@@ -144,10 +146,13 @@ def test_a_call_written_to_a_lease_whose_worker_died_before_reading_it_runs_else
             future = executor.submit(back, 5)   # written to the lease
             assert future.running()
             os.kill(worker, signal.SIGKILL)
+            if then:
+                executor.shutdown(wait=False)
         finally:
             os.kill(boss, signal.SIGCONT)
         assert future.result(WAIT) == 5
-        lone(executor)
+        if not then:
+            lone(executor)
 
 
 def test_threads_submitting_lone_calls_together_get_each_result() -> None:
@@ -186,3 +191,161 @@ def test_a_leased_call_that_forks_leaves_its_copy_out_of_the_lease() -> None:
         worker = executor.submit(pid_of).result(WAIT)
         assert executor.submit(fork_and_return, 7).result(WAIT) == 7
         assert {executor.submit(pid_of).result(WAIT) for _ in range(30)} == {worker}
+
+
+# ---- attacks found in review: Ctrl-C windows, orderings, cancels, shutdown ---------------
+
+
+def _sigint_at(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
+    """A real SIGINT sent the first time ``module.os.<name>`` is called; returns the list
+    that says it was."""
+    real = getattr(os, name)
+    sent: list[str] = []
+
+    def interrupted(*args: Any) -> Any:
+        if not sent:
+            sent.append(name)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(module.os, name, interrupted)
+    return sent
+
+
+def test_a_ctrl_c_as_a_lease_ends_leaves_the_executor_working(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone map chunk ends the lease from the submitting thread: a Ctrl-C as it does
+    must not leave the executor's 'a call is being given' mark set (the feeder would
+    wait for it for ever), nor the FIFO behind."""
+    from taskfarm._main import executor_lease
+
+    before = fifos()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with taskfarm.Executor(2) as executor:
+            lone(executor)
+            assert leased(executor)
+            sent = _sigint_at(monkeypatch, executor_lease, "unlink")
+            with pytest.raises(KeyboardInterrupt):
+                list(executor.map(back, range(3), chunksize=5))
+            monkeypatch.undo()
+            assert sent, "the lease was not ended there: the test proves nothing"
+            assert [executor.submit(back, i).result(WAIT) for i in range(3)] == [0, 1, 2]
+            assert list(executor.map(back, range(5), chunksize=2)) == list(range(5))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert fifos() == before
+
+
+def test_a_ctrl_c_as_a_lease_opens_leaves_no_lease_without_its_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskfarm._main import executor_lease
+
+    before = fifos()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with taskfarm.Executor(2) as executor:
+            assert executor.submit(back, 0).result(WAIT) == 0
+            sent = _sigint_at(monkeypatch, executor_lease, "mkfifo")
+            with pytest.raises(KeyboardInterrupt):
+                executor.submit(back, 1)   # the second lone call: it opens a lease
+            monkeypatch.undo()
+            assert sent, "no lease was opened: the test proves nothing"
+            lone(executor)
+            leases = executor._machinery.calls.leases
+            # Every lease still known is the current one, or ends (its task runs).
+            assert len(leases.live) <= 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert fifos() == before
+
+
+def start_thread_that_logs(delay: float) -> str:
+    """A leased call whose thread logs once the call has returned: a notice between
+    calls of the lease."""
+    import logging
+
+    timer = threading.Timer(delay, logging.getLogger("lease-test").warning, ("late",))
+    timer.daemon = True
+    timer.start()
+    return "ok"
+
+
+def test_a_lease_that_ends_through_the_boss_after_a_call_came_express_loses_nothing(
+        ) -> None:
+    """The lease's own ending goes through the boss (its worker sent a log record
+    between calls) while its last call's result waits on the express pipe: the
+    receiver may read the boss's first. The last call keeps its result."""
+    import logging
+    import select
+
+    arrived, release = threading.Event(), threading.Event()
+
+    class Blocking(logging.Handler):   # holds the receiver thread, which handles records
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "late" and record.name.endswith("lease-test"):
+                arrived.set()
+                release.wait(WAIT)
+
+    handler = Blocking()
+    logging.getLogger().addHandler(handler)   # (the main program names it taskfarm.task.*)
+    try:
+        with taskfarm.Executor(2) as executor:
+            lone(executor)
+            assert executor.submit(start_thread_that_logs, 0.05).result(WAIT) == "ok"
+            assert arrived.wait(WAIT)   # the receiver is held now
+            last = executor.submit(back, 42)   # written to the lease
+            assert last.running()
+            others = [executor.submit(back, i) for i in range(2)]   # the lease ends
+            inbox = executor._machinery.feeder.boss._inbox
+            assert inbox.express is not None
+            pending = {inbox.conn.fd, inbox.express.fd}
+            while pending:   # both the boss's message and the express frame are there
+                ready, _, _ = select.select(list(pending), [], [], WAIT)
+                assert ready, "the lease did not end: the test proves nothing"
+                pending.difference_update(ready)
+            release.set()
+            assert last.result(WAIT) == 42
+            assert [f.result(WAIT) for f in others] == [0, 1]
+    finally:
+        release.set()
+        logging.getLogger().removeHandler(handler)
+
+
+def gated(started: Any, go: Any) -> str:
+    started.set()
+    go.wait(WAIT)
+    return "first"
+
+
+def test_cancelling_the_first_call_of_a_lease_stops_no_later_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease's first call is cancelled while running but before its STARTED notice
+    (held for long here): the boss is asked to cancel the lease's task. A call given
+    after must not be stopped with it."""
+    import multiprocessing
+
+    from taskfarm._main import executor
+
+    monkeypatch.setattr(executor, "STARTED_HOLD", WAIT)
+    with multiprocessing.Manager() as manager, taskfarm.Executor(2) as pool:
+        started, go = manager.Event(), manager.Event()
+        assert pool.submit(back, 0).result(WAIT) == 0
+        first = pool.submit(gated, started, go)   # the second lone call: a lease
+        assert started.wait(WAIT)
+        boss = pool._machinery.feeder.boss.pid
+        reader = pool._machinery.feeder.boss._inbox.express
+        assert reader is not None
+        frames = reader.frames
+        os.kill(boss, signal.SIGSTOP)   # it handles the cancel late
+        try:
+            assert first.cancel()
+            go.set()
+            deadline = time.monotonic() + WAIT
+            while reader.frames == frames:   # the first call's result came by express
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            later = pool.submit(time.sleep, 2)   # long enough for the cancel to come
+        finally:
+            os.kill(boss, signal.SIGCONT)
+        assert later.result(WAIT) is None

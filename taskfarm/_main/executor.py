@@ -150,6 +150,7 @@ class Executor(futures.Executor):
             express = boss._inbox.express
             assert express is not None
             express.on_result = calls.on_express
+            calls.drain_express = express.drain
             # In place of the handle's ledger: the calls keep what the farm must know
             # of each call, and forget it as its future is settled (Calls._forget).
             boss._events.unsubscribe(boss._ledger)

@@ -28,19 +28,16 @@ executor down without waiting, and submitted work still finishes.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from taskfarm._common.errors import RemoteTaskError
 from taskfarm._common.lease import LEASED
-from taskfarm._common.status import TaskStatus
 from taskfarm._main.events import EventKind, TaskEvent
 from taskfarm._main.executor_future import CallFuture
-from taskfarm._main.executor_lease import Lease, Leases
+from taskfarm._main.executor_lease import Lease, Leases, came_back, lease_ended
 from taskfarm._main.executor_outcome import (
     ExecutorBrokenError,
     expressed,
@@ -50,8 +47,8 @@ from taskfarm._main.executor_outcome import (
     set_running,
     settle,
     settled,
-    unpacked,
 )
+from taskfarm._main.interrupts import sigint_held
 from taskfarm._main.ledger import Ledger
 from taskfarm._main.report import TaskReport
 
@@ -90,6 +87,7 @@ class Calls:
         # Leases.mode): the feeder's, set once it runs.
         self.give: Callable[[list[Submitted]], None] | None = None
         self.give_alone: Callable[[Submitted, str], None] | None = None
+        self.drain_express: Callable[[], None] | None = None   # reads the express pipe
         self.leases = Leases(leasing)                # see taskfarm/_main/executor_lease.py
         # Calls given to a lease that ended before reading them: (name, blobs of the
         # function and arguments), for the feeder to give to the boss (still running).
@@ -121,32 +119,45 @@ class Calls:
         sink (a done-callback): see ``_sinking``."""
         futures: list[Future[Any]] = [CallFuture(self)] if len(calls) == 1 else \
             [CallFuture(self) for _ in calls]
-        with self.lock:
-            refuse()
-            first = self._next
-            self._next = first + len(futures)
-            names = [f"call-{first}"] if len(futures) == 1 else \
-                [f"call-{number}" for number in range(first, self._next)]
-            submitted: Submitted = (fn, calls, tuple(futures), names)  # map pops its list
-            direct = len(futures) == 1 and self.feeder_waiting and self.give is not None \
-                and not (self.queue or self.sending or self.sent or self.started
-                         or self.cancels or self.closing) \
-                and not getattr(self._sinking, "active", False)
-            mode = ""
+        direct = False
+        try:
+            # A Ctrl-C is held back until `sending`, once set, is sure to be reset.
+            with sigint_held, self.lock:
+                refuse()
+                direct, mode, submitted = self._queue(fn, calls, futures)
             if direct:
-                self.sending = True
-                if calls[0][1] is not None:   # a call, not a map's chunk
-                    mode = self.leases.mode()
-                else:
-                    self.leases.revoke()
-            else:
-                self.leases.revoke()   # its worker is wanted back
-                self.queue.append(submitted)
-                if self.feeder_waiting:
-                    self.wake.notify()
-        if direct:
-            self._give_here(submitted, mode)
+                self._give_here(submitted, mode)
+        finally:
+            if direct:
+                self._given_here()
         return futures
+
+    def _queue(self, fn: Callable[..., Any], calls: Sequence[tuple[Any, dict[str, Any] | None]],
+               futures: list[Future[Any]]) -> tuple[bool, str, Submitted]:
+        """Under the lock: number the calls and queue them, or mark them given here
+        (``sending``) as a lease says (see add())."""
+        first = self._next
+        self._next = first + len(futures)
+        names = [f"call-{first}"] if len(futures) == 1 else \
+            [f"call-{number}" for number in range(first, self._next)]
+        submitted: Submitted = (fn, calls, tuple(futures), names)  # map pops its list
+        direct = len(futures) == 1 and self.feeder_waiting and self.give is not None \
+            and not (self.queue or self.sending or self.sent or self.started
+                     or self.cancels or self.closing) \
+            and not getattr(self._sinking, "active", False)
+        mode = ""
+        if direct:
+            self.sending = True
+            if calls[0][1] is not None:   # a call, not a map's chunk
+                mode = self.leases.mode()
+            else:
+                self.leases.revoke()
+        else:
+            self.leases.revoke()   # its worker is wanted back
+            self.queue.append(submitted)
+            if self.feeder_waiting:
+                self.wake.notify()
+        return direct, mode, submitted
 
     def _give_here(self, submitted: Submitted, mode: str) -> None:
         """Give one submitted call to the boss from the submitting thread (see add()),
@@ -161,12 +172,14 @@ class Calls:
             _LOG.exception("taskfarm.Executor could not give a call to its boss")
             self.break_executor(ExecutorBrokenError("the executor could not give a call "
                                                     "to its boss"))
-        finally:
-            with self.lock:
-                self.sending = False
-                if self.feeder_waiting and (self.queue or self.cancels or self.closing
-                                            or self.broken is not None):
-                    self.wake.notify()
+
+    def _given_here(self) -> None:
+        """The call given here is given (or failed): the feeder may go on."""
+        with self.lock:
+            self.sending = False
+            if self.feeder_waiting and (self.queue or self.cancels or self.closing
+                                        or self.broken is not None):
+                self.wake.notify()
 
     def take_ended(self) -> tuple[int, ...]:
         """The tasks whose results came straight from their workers since the last
@@ -184,6 +197,10 @@ class Calls:
             name = self.names.pop(future, None)
             if name is not None:
                 del self.sent[name]
+                # The first call of a lease: its task is to be cancelled, so no later
+                # call may be written to it.
+                if self.leases.current is self.leases.live.get(name):
+                    self.leases.revoke()
         if name is not None:
             self._ask_cancel(name)
 
@@ -250,9 +267,9 @@ class Calls:
                     self.started.pop(name, None)
                 self._ask_cancel(name)
         for future, running, report in ending:
-            self._end(future, running, report)
+            self.end_call(future, running, report)
         for lease, report in leases:
-            self._lease_ended(lease, report)
+            lease_ended(self, lease, report)
         if ended:
             self._forget(ended)
 
@@ -264,7 +281,7 @@ class Calls:
         self._sinking.active = True
         try:
             if tid >= LEASED:
-                self._on_leased(f"call-{tid - LEASED}", blob)
+                came_back(self, f"call-{tid - LEASED}", blob)
                 return
             record = self._ledger.records.get(tid)
             if record is None:
@@ -273,20 +290,14 @@ class Calls:
             if lease is not None:   # a lease's task ended (see executor_lease.py)
                 with self.lock:
                     self._ended.append(tid)
-                self._lease_ended(lease, blob)
+                lease_ended(self, lease, blob)
                 self._forget([tid])
                 return
             with self.lock:
                 self._ended.append(tid)
-                future = self.started.pop(record.name, None)
-                running = future is not None
-                if future is None and (future := self.sent.pop(record.name, None)) is not None:
-                    del self.names[future]
+                future, running = self.take(record.name)
             if future is not None:
-                result, exception = expressed(blob, record.name)
-                if (running or set_running(future)) and settled(future, result, exception) \
-                        and exception is not None:
-                    self._failed(exception)
+                self.settle(future, running, *expressed(blob, record.name))
             self._forget([tid])
         except Exception:  # a bug here must not kill the reading thread
             _LOG.exception("taskfarm.Executor could not handle a call's result")
@@ -295,56 +306,24 @@ class Calls:
 
     # ---- leases (see taskfarm/_main/executor_lease.py) -----------------------------------
 
-    def _on_leased(self, name: str, blob: bytes) -> None:
-        """A call given to a lease came back on the express pipe (its packed result)."""
-        with self.lock:
-            self.leases.came(name)
-            future = self.started.pop(name, None)
-            running = future is not None
-            if future is None and (future := self.sent.pop(name, None)) is not None:
-                del self.names[future]
+    def take(self, name: str) -> tuple[Future[Any] | None, bool]:
+        """Under the lock: the future of call ``name``, no longer sent nor started, and
+        whether it was running; None if it is neither."""
+        future = self.started.pop(name, None)
         if future is not None:
-            result, exception = unpacked(blob, name)
-            if (running or set_running(future)) and settled(future, result, exception) \
-                    and exception is not None:
-                self._failed(exception)
+            return future, True
+        if (future := self.sent.pop(name, None)) is not None:
+            del self.names[future]
+        return future, False
 
-    def _lease_ended(self, lease: Lease, report: TaskReport | bytes) -> None:
-        """A lease's task ended, as its report says, or done with its result written
-        on the express pipe: settle the call it still had, if any (see
-        executor_lease.py)."""
-        with self.lock:
-            name, unread = self.leases.ended(lease)
-            if unread is not None and name in self.started:   # never started: see ended()
-                self.regive.append((name, *unread))
-                if self.feeder_waiting:
-                    self.wake.notify()
-                return
-            future = None if name is None else self.started.pop(name, None)
-            running = future is not None
-            if future is None and name is not None \
-                    and (future := self.sent.pop(name, None)) is not None:
-                del self.names[future]
-        if future is None or name is None:
-            return
-        if isinstance(report, bytes):
-            value, exception = expressed(report, name)
-        elif report.status is TaskStatus.DONE:
-            value, exception = unpacked(report.result, name)
-        else:
-            self._end(future, running, dataclasses.replace(report, name=name))
-            return
-        result = None
-        if exception is None:
-            if type(value) is tuple and len(value) == 2 and f"call-{value[0]}" == name:
-                result, exception = unpacked(value[1], name)
-            else:  # pragma: no cover - a lease ends with the call it had, or after it
-                exception = RemoteTaskError("the call was lost by its lease", name)
+    def settle(self, future: Future[Any], running: bool, result: Any,
+               exception: BaseException | None) -> None:
+        """Settle the future of a call that ended (``running``: marked so already)."""
         if (running or set_running(future)) and settled(future, result, exception) \
                 and exception is not None:
-            self._failed(exception)
+            self.failed(exception)
 
-    def _end(self, future: Future[Any], running: bool, report: TaskReport) -> None:
+    def end_call(self, future: Future[Any], running: bool, report: TaskReport) -> None:
         """Settle the future of a call that ended (``running``: marked so already)."""
         broken = initializer_failure(report)
         if broken is not None:
@@ -353,9 +332,9 @@ class Calls:
             return
         exception = finish(future, running, report)
         if exception is not None:
-            self._failed(exception)
+            self.failed(exception)
 
-    def _failed(self, exception: BaseException) -> None:
+    def failed(self, exception: BaseException) -> None:
         """A call failed: under on_error="raise", the executor breaks."""
         if self._fail_fast:
             error = ExecutorBrokenError(

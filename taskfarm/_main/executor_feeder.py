@@ -66,18 +66,22 @@ class Feeder:
                 with calls.lock:
                     # While a submitting thread gives its call (Calls.add), wait: what
                     # was submitted after it is given after it.
-                    while calls.sending or not (calls.queue or calls.cancels or calls.closing
-                                                or calls.broken or calls.regive):
+                    # Closing, it waits for the leases' tasks to end: a call one of them
+                    # never read is to be given to the boss (regive).
+                    while calls.sending or not (
+                            calls.queue or calls.cancels or calls.broken or calls.regive
+                            or (calls.closing and not calls.leases.live)):
                         calls.feeder_waiting = True
                         calls.wake.wait(LIVENESS_CHECK)
                         calls.feeder_waiting = False
-                        if calls.out() and not calls.queue and self.boss.finished:
+                        if (calls.out() or calls.leases.live) and not calls.queue \
+                                and self.boss.finished:
                             break
                     batch, calls.queue = calls.queue, []
                     cancels, calls.cancels = calls.cancels, []
                     regive, calls.regive = calls.regive, []
                     done = calls.broken is not None or (calls.closing and not batch
-                                                        and not regive)
+                                                        and not regive and not calls.leases.live)
                 if self.boss.finished and calls.broken is None:
                     calls.break_executor(ExecutorBrokenError(
                         f"the boss process of the executor ({self.boss.name}) has died; "
@@ -165,28 +169,40 @@ class Feeder:
             return
         number = int(name.rpartition("-")[2])
         calls = self.calls
-        path = None
-        # Ctrl-C held back: a call written to the lease is registered with it.
-        with sigint_held, calls.lock:
-            lease = calls.leases.current
-            if calls.closing or calls.broken is not None:
-                pass
-            elif mode == "open":
-                path = calls.leases.open(name)
-            elif lease is not None and lease.outstanding is None \
-                    and lease.write(number, fn_blob, args_blob):
-                lease.outstanding = name
-                calls.started[name] = future
-                set_running(future)   # under the lock: its result waits for it
+        # Ctrl-C held back: a call written to a lease is registered with it, and a
+        # lease opened is given (its task is what ends it).
+        with sigint_held:
+            with calls.lock:
+                lease = calls.leases.current
+                if calls.closing or calls.broken is not None:
+                    mode = ""
+                elif mode == "open":
+                    path = calls.leases.open(name)
+                    if path is not None:  # the lease's task: serve_lease(path, number, ...)
+                        args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}),
+                                                 protocol=5)
+                        fn_blob = _LEASE
+                    else:
+                        mode = ""
+                elif lease is not None and lease.outstanding is None \
+                        and lease.write(number, fn_blob, args_blob):
+                    lease.outstanding = name
+                    calls.started[name] = future
+                    set_running(future)   # under the lock: its result waits for it
+                    return
+                else:  # the boss takes it, and may want the lease's worker for it
+                    calls.leases.revoke()
+                    mode = ""
+            if mode == "open":
+                self._give_one(name, future, fn_blob, args_blob)
                 return
-            else:  # the boss takes it, and may want the lease's worker for it
-                calls.leases.revoke()
-        if path is not None:  # the lease's task: serve_lease(path, number, fn, args)
-            args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}), protocol=5)
-            fn_blob = _LEASE
-        with calls.lock:
-            calls.sent[name] = future
-            calls.names[future] = name
+        self._give_one(name, future, fn_blob, args_blob)
+
+    def _give_one(self, name: str, future: Future[Any], fn_blob: bytes, args_blob: bytes
+                  ) -> None:
+        with self.calls.lock:
+            self.calls.sent[name] = future
+            self.calls.names[future] = name
         self._give(fn_blob, [name], [args_blob])
 
     def _give(self, fn_blob: bytes, names: list[str], blobs: list[bytes]) -> bool:

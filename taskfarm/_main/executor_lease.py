@@ -1,7 +1,9 @@
 """Leases, in the main program: the executor's side of a lone call given straight to a
 worker process (see :mod:`taskfarm._common.lease` for why, and
-:mod:`taskfarm._worker.lease` for the worker's side). Runs in the main program, under
-the lock of the executor's :class:`~taskfarm._main.executor_farm.Calls`.
+:mod:`taskfarm._worker.lease` for the worker's side). Runs in the main program:
+:class:`Leases` under the lock of the executor's
+:class:`~taskfarm._main.executor_farm.Calls`, :func:`came_back` and
+:func:`lease_ended` in the thread that reads the boss's messages (its sink).
 
 A program that submits one call at a time, waiting for each (``submit(...).result()``
 in a loop), gives its second such call to the boss as a lease: the lease's task runs
@@ -29,11 +31,21 @@ written (the worker is waiting for it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import tempfile
+from typing import TYPE_CHECKING
 
+from taskfarm._common.errors import RemoteTaskError
 from taskfarm._common.lease import END, FRAME, LIMIT
+from taskfarm._common.status import TaskStatus
+from taskfarm._main.executor_outcome import expressed, unpacked
+from taskfarm._main.interrupts import sigint_held
+from taskfarm._main.report import TaskReport
+
+if TYPE_CHECKING:
+    from taskfarm._main.executor_farm import Calls
 
 # The lone calls in a row (each submitted while nothing else was in flight) after
 # which the next one opens a lease: a program that waits for each call before the next.
@@ -71,11 +83,12 @@ class Lease:
         The write end stays open until the lease's task ends (see :meth:`unread`)."""
         if self.ending or self.fd < 0:
             return
-        self.ending = True
-        with contextlib.suppress(OSError):
-            os.write(self.fd, END)
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        with sigint_held:   # both, or neither: a worker waiting for its end, or the name left
+            self.ending = True
+            with contextlib.suppress(OSError):
+                os.write(self.fd, END)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
     def unread(self) -> bool:
         """Once the lease's task has ended: whether the outstanding call is still in the
@@ -166,6 +179,52 @@ class Leases:
             lease.close()
         self.live.clear()
         self.current = None
+
+
+def came_back(calls: Calls, name: str, blob: bytes) -> None:
+    """A call given to a lease came back on the express pipe (its packed result): its
+    future is settled, and the lease may take the next call. In the thread reading the
+    express pipe."""
+    with calls.lock:
+        calls.leases.came(name)
+        future, running = calls.take(name)
+    if future is not None:
+        calls.settle(future, running, *unpacked(blob, name))
+
+
+def lease_ended(calls: Calls, lease: Lease, report: TaskReport | bytes) -> None:
+    """A lease's task ended, as its report says, or done with its result written on
+    the express pipe: settle the call it still had, if any (see the module docstring).
+    The results its calls wrote on the express pipe before are read first. In the
+    thread reading the boss's messages (or the express pipe)."""
+    if not isinstance(report, bytes) and calls.drain_express is not None:
+        calls.drain_express()
+    with calls.lock:
+        name, unread = calls.leases.ended(lease)
+        if calls.feeder_waiting:   # it may wait for this lease's end, or give its call
+            calls.wake.notify()
+        if name is None:
+            return
+        if unread is not None and name in calls.started:   # never started: see ended()
+            calls.regive.append((name, *unread))
+            return
+        future, running = calls.take(name)
+    if future is None:
+        return
+    if isinstance(report, bytes):
+        value, exception = expressed(report, name)
+    elif report.status is TaskStatus.DONE:
+        value, exception = unpacked(report.result, name)
+    else:  # the call's own ending: its exception, its process killed...
+        calls.end_call(future, running, dataclasses.replace(report, name=name))
+        return
+    result = None
+    if exception is None:
+        if type(value) is tuple and len(value) == 2 and f"call-{value[0]}" == name:
+            result, exception = unpacked(value[1], name)
+        else:  # pragma: no cover - a lease ends with the call it had, or after it
+            exception = RemoteTaskError("the call was lost by its lease", name)
+    calls.settle(future, running, result, exception)
 
 
 def _fifo() -> tuple[str, int]:
