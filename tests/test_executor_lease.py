@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -349,3 +350,154 @@ def test_cancelling_the_first_call_of_a_lease_stops_no_later_call(
         finally:
             os.kill(boss, signal.SIGCONT)
         assert later.result(WAIT) is None
+
+
+def logs_then_returns(seen: Any) -> str:
+    """Logs, and returns once the main program has the record: its ending comes in
+    a message of the boss after the record's."""
+    import logging
+
+    logging.getLogger("lease-test").warning("late")
+    seen.wait(WAIT)
+    return "C"
+
+
+def test_a_callback_submitting_as_a_lease_ends_through_the_boss_is_queued_not_given(
+        ) -> None:
+    """The lease ends through the boss (its last call logged) while another call's
+    result waits on the express pipe: reading it from the sink must not make the sink
+    forget it is the sink, or a done-callback's submit would be given from the thread
+    that holds the event stream, and wait for it for ever."""
+    import logging
+    import multiprocessing
+    import select
+
+    arrived, release = threading.Event(), threading.Event()
+    manager = multiprocessing.Manager()
+    seen = manager.Event()
+
+    class Blocking(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "late" and record.name.endswith("lease-test"):
+                seen.set()
+                arrived.set()
+                release.wait(WAIT)
+
+    handler = Blocking()
+    logging.getLogger().addHandler(handler)
+    try:
+        with manager, taskfarm.Executor(2) as executor:
+            lone(executor)
+            last = executor.submit(logs_then_returns, seen)   # written to the lease
+            queued = executor.submit(back, "Q")   # ends the lease, behind it
+            assert arrived.wait(WAIT)   # the receiver is held
+            inbox = executor._machinery.feeder.boss._inbox
+            assert inbox.express is not None
+            pending = {inbox.conn.fd, inbox.express.fd}
+            while pending:   # the lease's ending and the queued call's result wait
+                ready, _, _ = select.select(list(pending), [], [], WAIT)
+                assert ready
+                pending.difference_update(ready)
+            later: list[concurrent.futures.Future[Any]] = []
+            last.add_done_callback(lambda _: later.append(executor.submit(back, "later")))
+            release.set()
+            assert (last.result(WAIT), queued.result(WAIT)) == ("C", "Q")
+            assert executor.submit(back, 5).result(WAIT) == 5
+            assert [f.result(WAIT) for f in later] == ["later"]
+    finally:
+        release.set()
+        logging.getLogger().removeHandler(handler)
+
+
+def _sigint_on_call(code: Any, armed: threading.Event) -> Any:
+    """A profile hook sending a real SIGINT as the main thread calls ``code``."""
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code and armed.is_set():
+            armed.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+@pytest.mark.parametrize("where", ["given here", "recorded as sent"])
+def test_a_ctrl_c_where_python_cannot_hold_it_leaves_the_executor_working(
+        where: str) -> None:
+    """As add()'s ``finally`` begins (the call given), or as the call is recorded as
+    sent but not given: the feeder must not wait for a give that is over, nor count
+    a call that never reached the boss as in flight."""
+    from taskfarm._main import executor_farm, executor_feeder
+
+    code = executor_farm.Calls._given_here.__code__ if where == "given here" \
+        else executor_feeder.cancelled.__code__
+    armed = threading.Event()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with taskfarm.Executor(2) as executor:
+            assert executor.submit(back, 0).result(WAIT) == 0
+            list(executor.map(back, range(2)))   # no lease: the next lone call goes to the boss
+            sys.setprofile(_sigint_on_call(code, armed))
+            armed.set()
+            try:
+                executor.submit(back, 1)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.setprofile(None)
+            assert not armed.is_set(), "no SIGINT was sent: the test proves nothing"
+            futures = [executor.submit(back, i) for i in range(3)]   # for the feeder
+            assert [f.result(WAIT) for f in futures] == [0, 1, 2]
+            lone(executor)
+            assert leased(executor)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def gated_boom(go: Any) -> None:
+    go.wait(WAIT)
+    raise ValueError("boom")
+
+
+def test_a_ctrl_c_while_a_lease_opens_is_not_held_for_a_done_callback() -> None:
+    """The lease's task is given while the receiver runs a long done-callback (a
+    submit waits for it): a Ctrl-C then is raised at once, not once it returns."""
+    import multiprocessing
+
+    from taskfarm._main import handle
+
+    in_callback, in_give, release = threading.Event(), threading.Event(), threading.Event()
+    over = threading.Event()
+    before = fifos()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def callback(_: Any) -> None:   # in the receiver thread
+        in_callback.set()
+        if in_give.wait(WAIT):
+            os.kill(os.getpid(), signal.SIGINT)
+        release.wait(10)
+        over.set()
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is handle.Boss._give.__code__:
+            in_give.set()
+
+    try:
+        with multiprocessing.Manager() as manager, taskfarm.Executor(2) as executor:
+            go = manager.Event()
+            list(executor.map(back, range(2)))
+            failed = executor.submit(gated_boom, go)   # a lone call, through the boss
+            failed.add_done_callback(callback)
+            go.set()
+            assert in_callback.wait(WAIT)
+            sys.setprofile(hook)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    executor.submit(back, 2)   # the second lone call: it opens a lease
+                    release.wait(WAIT)
+                assert in_give.is_set(), "no lease was given: the test proves nothing"
+                assert not over.is_set(), "the Ctrl-C waited for the callback"
+            finally:
+                sys.setprofile(None)
+                release.set()
+            lone(executor)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert fifos() == before

@@ -81,8 +81,8 @@ class Calls:
         self.closing = False                       # shutdown(): no more submits
         self.broken: ExecutorBrokenError | None = None
         self.feeder_waiting = False
-        # A submitting thread is giving its call to the boss itself (see add()).
-        self.sending = False
+        # A submitting thread is giving its call itself (see add()): its ident, else 0.
+        self.sending = 0
         # Gives a batch to the boss, and a lone call as a lease says (mode, see
         # Leases.mode): the feeder's, set once it runs.
         self.give: Callable[[list[Submitted]], None] | None = None
@@ -147,7 +147,7 @@ class Calls:
             and not getattr(self._sinking, "active", False)
         mode = ""
         if direct:
-            self.sending = True
+            self.sending = threading.get_ident()
             if calls[0][1] is not None:   # a call, not a map's chunk
                 mode = self.leases.mode()
             else:
@@ -172,11 +172,25 @@ class Calls:
             _LOG.exception("taskfarm.Executor could not give a call to its boss")
             self.break_executor(ExecutorBrokenError("the executor could not give a call "
                                                     "to its boss"))
+        except BaseException:   # a Ctrl-C: the call may not have reached the boss
+            self._forget_unsent(submitted[3][0])
+            raise
+
+    def _forget_unsent(self, name: str) -> None:
+        """A Ctrl-C stopped call ``name`` on its way from the submitting thread: if it
+        never reached the boss, forget it (its future was never handed out), and the
+        lease it was to open, if any."""
+        if name in self._ledger.names:   # recorded as it reached the boss (giving.py)
+            return
+        with sigint_held, self.lock:
+            if (future := self.sent.pop(name, None)) is not None:
+                del self.names[future]
+            self.leases.drop(name)
 
     def _given_here(self) -> None:
         """The call given here is given (or failed): the feeder may go on."""
-        with self.lock:
-            self.sending = False
+        with sigint_held, self.lock:
+            self.sending = 0
             if self.feeder_waiting and (self.queue or self.cancels or self.closing
                                         or self.broken is not None):
                 self.wake.notify()
@@ -229,13 +243,14 @@ class Calls:
         """STARTED: the future runs; ENDED: it is settled. Never raises."""
         if events[0].kind is _QUEUED:  # the Boss handle's own, for calls just given
             return
+        outer = getattr(self._sinking, "active", False)   # (a sink may call a sink)
         self._sinking.active = True
         try:
             self._on_events(events)
         except Exception:  # a bug here must not kill the receiver thread
             _LOG.exception("taskfarm.Executor could not handle the boss's events")
         finally:
-            self._sinking.active = False
+            self._sinking.active = outer
 
     def _on_events(self, events: Sequence[TaskEvent]) -> None:
         starting: list[tuple[str, Future[Any]]] = []
@@ -278,6 +293,7 @@ class Calls:
         (:mod:`taskfarm._common.express`): settle its future and forget the task. The
         boss records the ending and sends nothing of it; an ending it sends all the
         same (the worker died just after writing) finds nothing here. Never raises."""
+        outer = getattr(self._sinking, "active", False)   # (lease_ended drains it)
         self._sinking.active = True
         try:
             if tid >= LEASED:
@@ -302,7 +318,7 @@ class Calls:
         except Exception:  # a bug here must not kill the reading thread
             _LOG.exception("taskfarm.Executor could not handle a call's result")
         finally:
-            self._sinking.active = False
+            self._sinking.active = outer
 
     # ---- leases (see taskfarm/_main/executor_lease.py) -----------------------------------
 

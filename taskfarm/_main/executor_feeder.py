@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import pickle
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -72,7 +73,8 @@ class Feeder:
                             calls.queue or calls.cancels or calls.broken or calls.regive
                             or (calls.closing and not calls.leases.live)):
                         calls.feeder_waiting = True
-                        calls.wake.wait(LIVENESS_CHECK)
+                        if not calls.wake.wait(LIVENESS_CHECK) and _sending_stale(calls):
+                            calls.sending = 0
                         calls.feeder_waiting = False
                         if (calls.out() or calls.leases.live) and not calls.queue \
                                 and self.boss.finished:
@@ -169,33 +171,27 @@ class Feeder:
             return
         number = int(name.rpartition("-")[2])
         calls = self.calls
-        # Ctrl-C held back: a call written to a lease is registered with it, and a
-        # lease opened is given (its task is what ends it).
-        with sigint_held:
-            with calls.lock:
-                lease = calls.leases.current
-                if calls.closing or calls.broken is not None:
-                    mode = ""
-                elif mode == "open":
-                    path = calls.leases.open(name)
-                    if path is not None:  # the lease's task: serve_lease(path, number, ...)
-                        args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}),
-                                                 protocol=5)
-                        fn_blob = _LEASE
-                    else:
-                        mode = ""
-                elif lease is not None and lease.outstanding is None \
-                        and lease.write(number, fn_blob, args_blob):
-                    lease.outstanding = name
-                    calls.started[name] = future
-                    set_running(future)   # under the lock: its result waits for it
-                    return
-                else:  # the boss takes it, and may want the lease's worker for it
-                    calls.leases.revoke()
-                    mode = ""
-            if mode == "open":
-                self._give_one(name, future, fn_blob, args_blob)
+        # Ctrl-C held back: a call written to a lease is registered with it. (One that
+        # comes after a lease opened, before its task reached the boss: see
+        # Calls._forget_unsent.)
+        with sigint_held, calls.lock:
+            lease = calls.leases.current
+            if calls.closing or calls.broken is not None:
+                pass
+            elif mode == "open":
+                path = calls.leases.open(name)
+                if path is not None:  # the lease's task: serve_lease(path, number, ...)
+                    args_blob = pickle.dumps(((path, number, fn_blob, args_blob), {}),
+                                             protocol=5)
+                    fn_blob = _LEASE
+            elif lease is not None and lease.outstanding is None \
+                    and lease.write(number, fn_blob, args_blob):
+                lease.outstanding = name
+                calls.started[name] = future
+                set_running(future)   # under the lock: its result waits for it
                 return
+            else:  # the boss takes it, and may want the lease's worker for it
+                calls.leases.revoke()
         self._give_one(name, future, fn_blob, args_blob)
 
     def _give_one(self, name: str, future: Future[Any], fn_blob: bytes, args_blob: bytes
@@ -288,6 +284,20 @@ def _first_chunks(args: tuple[Any, ...], future: CallFuture, exc: BaseException
         return None
     start, future.then_raise = found
     return _pickled("the arguments", dumps_call, (items[:start], size, star), None)
+
+
+def _sending_stale(calls: Calls) -> bool:
+    """Under the lock: ``calls.sending`` is set, but its thread is out of
+    :meth:`Calls.add` (a Ctrl-C came as add()'s ``finally`` began, where Python cannot
+    hold it back): the feeder may go on. Checked after a LIVENESS_CHECK of waiting."""
+    if not calls.sending:
+        return False
+    frame = sys._current_frames().get(calls.sending)
+    while frame is not None:
+        if frame.f_code is Calls.add.__code__:
+            return False
+        frame = frame.f_back
+    return True
 
 
 def _pickled(what: str, dumps: Callable[..., bytes], *args: Any) -> bytes:

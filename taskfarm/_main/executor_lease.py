@@ -152,6 +152,16 @@ class Leases:
         lease = self.current = self.live[name] = Lease(name, path, fd)
         return lease.path
 
+    def drop(self, name: str) -> None:
+        """The lease whose task is ``name`` will never have it (a Ctrl-C stopped its
+        giving): forget it, its FIFO closed and removed."""
+        lease = self.live.pop(name, None)
+        if lease is not None:
+            if self.current is lease:
+                self.current = None
+            lease.end()
+            lease.close()
+
     def came(self, name: str) -> None:
         """The result of call ``name`` came on the express pipe: the lease it was
         given to, if any, may take the next call."""
