@@ -213,7 +213,8 @@ class Calls:
                 del self.sent[name]
                 # The first call of a lease: its task is to be cancelled, so no later
                 # call may be written to it.
-                if self.leases.current is self.leases.live.get(name):
+                lease = self.leases.live.get(name)
+                if lease is not None and lease is self.leases.current:
                     self.leases.revoke()
         if name is not None:
             self._ask_cancel(name)
@@ -334,13 +335,15 @@ class Calls:
 
     def settle(self, future: Future[Any], running: bool, result: Any,
                exception: BaseException | None) -> None:
-        """Settle the future of a call that ended (``running``: marked so already)."""
+        """Give the future of a call that ended its result or exception, as read here
+        (``running``: marked so already)."""
         if (running or set_running(future)) and settled(future, result, exception) \
                 and exception is not None:
             self.failed(exception)
 
     def end_call(self, future: Future[Any], running: bool, report: TaskReport) -> None:
-        """Settle the future of a call that ended (``running``: marked so already)."""
+        """Settle the future of a call whose task ended as ``report`` says
+        (``running``: marked so already)."""
         broken = initializer_failure(report)
         if broken is not None:
             self.break_executor(broken)
