@@ -501,3 +501,22 @@ def test_a_ctrl_c_while_a_lease_opens_is_not_held_for_a_done_callback() -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     assert fifos() == before
+
+
+def test_workers_of_the_main_program_copy_hold_no_lease(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """They write no express results (the boss does not start them itself): a lease
+    there would end with each call, a FIFO made for nothing."""
+    from taskfarm._main import executor_lease
+
+    made: list[int] = []
+    real = executor_lease._fifo
+
+    def counted() -> tuple[str, int]:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(executor_lease, "_fifo", counted)
+    with taskfarm.Executor(2, start_method="main") as executor:
+        lone(executor, 6)
+        assert not made

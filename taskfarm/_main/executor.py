@@ -145,8 +145,11 @@ class Executor(futures.Executor):
             grouping = not (timeout or retries or isolated or max_tasks_per_child
                             or on_error == "raise")
             # A lease holds a worker process for lone calls: only where each call is a
-            # task of its own to the boss in nothing but its worker (see executor_lease).
-            calls = Calls(boss._ledger, fail_fast=on_error == "raise", leasing=grouping)
+            # task of its own to the boss in nothing but its worker, and where workers
+            # write express results (not those of the main program's copy, which the
+            # boss does not start itself): see executor_lease.py.
+            calls = Calls(boss._ledger, fail_fast=on_error == "raise",
+                          leasing=grouping and not boss._rules.by_reference)
             express = boss._inbox.express
             assert express is not None
             express.on_result = calls.on_express
