@@ -267,12 +267,9 @@ class Calls:
                     if live and (lease := live.get(event.name)) is not None:
                         leases.append((lease, event.report))  # type: ignore[arg-type]
                         continue
-                    future = started.pop(event.name, None)
+                    future, running = self.take(event.name)
                     if future is not None:
-                        ending.append((future, True, event.report))  # type: ignore[arg-type]
-                    elif (future := sent.pop(event.name, None)) is not None:
-                        del names[future]
-                        ending.append((future, False, event.report))  # type: ignore[arg-type]
+                        ending.append((future, running, event.report))  # type: ignore[arg-type]
                 elif kind is _STARTED and (future := sent.pop(event.name, None)) is not None:
                     del names[future]
                     started[event.name] = future

@@ -148,9 +148,10 @@ def expressed(blob: bytes, name: str) -> tuple[Any, BaseException | None]:
     """(result, None) or (None, exception) for a call whose worker wrote its pickled
     result straight to the main program (:mod:`taskfarm._common.express`)."""
     try:
-        return unpack(pickle.loads(blob)), None
+        packed = pickle.loads(blob)
     except BaseException as exc:  # SystemExit from a hostile __reduce__ included
         return None, _unpickling_error(exc, name)
+    return unpacked(packed, name)
 
 
 def unpacked(packed: Any, name: str) -> tuple[Any, BaseException | None]:
